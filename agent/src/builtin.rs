@@ -1,0 +1,1 @@
+//! Built-in plugins embedded in the agent binary.

@@ -1,0 +1,1 @@
+//! The wasmtime host for action plugins.

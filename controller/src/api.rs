@@ -1,0 +1,893 @@
+//! The HTTPS API: one warp filter tree, served by [`crate::server`].
+//!
+//! Humans and scripts authenticate with an API token (`Authorization: Bearer …`).
+//! Agents authenticate with the client certificate the controller signed when they
+//! joined; the TLS layer has verified it chains to our CA, and here we check that it
+//! belongs to a registered, non-revoked agent. Every error is JSON:
+//! `{"code": "...", "message": "...", "errors": [{"path": "...", "message": "..."}]}`.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use warp::http::StatusCode;
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection, Reply};
+
+use crate::engine::{Engine, Event};
+use crate::store::{AgentRow, StoreError, now_ms};
+use crate::tls::Certificates;
+
+/// Who is on the other end of a TLS connection, as the server saw it.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    /// sha256 of the client certificate, if one was presented (and verified).
+    pub client_cert_fingerprint: Option<String>,
+}
+
+/// Shared state of the API handlers.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The certificates (to sign agents' requests and show the CA).
+    pub certs: Arc<Certificates>,
+}
+
+/// An API error: status, stable code, message, and per-field problems.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+}
+
+/// One problem with one field of a request.
+#[derive(Debug, Serialize)]
+pub struct FieldError {
+    /// Where, e.g. `stages[1].actions[0].inputArtifacts[0]`.
+    pub path: String,
+    /// What was wrong.
+    pub message: String,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+    errors: &'a [FieldError],
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    fn internal(err: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %err, "Request failed.");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("internal error: {err}"),
+        )
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> ApiError {
+        match err {
+            StoreError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<crate::engine::EngineError> for ApiError {
+    fn from(err: crate::engine::EngineError) -> ApiError {
+        match err {
+            crate::engine::EngineError::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code,
+            message: &self.message,
+            errors: &self.errors,
+        };
+        warp::reply::with_status(warp::reply::json(&body), self.status).into_response()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn respond(result: ApiResult) -> Result<Response, Infallible> {
+    Ok(result.unwrap_or_else(Reply::into_response))
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> ApiResult {
+    Ok(warp::reply::with_status(warp::reply::json(value), status).into_response())
+}
+
+/// Hex sha256 of a secret, as stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A fresh random secret with a readable prefix.
+pub fn new_secret(prefix: &str) -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("{prefix}_{}", hex::encode(bytes))
+}
+
+/// The whole route tree.
+pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let api = warp::path("api").and(warp::path("v1"));
+    let health = warp::path("healthz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+
+    let ca = api
+        .and(warp::path("ca"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with(state.clone()))
+        .map(|s: ApiState| {
+            warp::reply::with_header(s.certs.ca_pem().to_string(), "content-type", "application/x-pem-file").into_response()
+        });
+
+    let join = api
+        .and(warp::path!("agents" / "join"))
+        .and(warp::post())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and(with(state.clone()))
+        .and_then(|req: JoinRequest, s: ApiState| async move { respond(join_agent(req, s)) });
+
+    let connect = api
+        .and(warp::path!("agents" / "connect"))
+        .and(warp::get())
+        .and(peer())
+        .and(with(state.clone()))
+        .and(warp::ws())
+        .map(|peer: Peer, s: ApiState, ws: warp::ws::Ws| match agent_of(&s, &peer) {
+            Ok(agent) => {
+                let engine = s.engine.clone();
+                ws.max_message_size(4 << 20)
+                    .on_upgrade(move |socket| crate::sessions::run(engine, agent, socket))
+                    .into_response()
+            }
+            Err(e) => e.into_response(),
+        });
+
+    let put_blob = api
+        .and(warp::path!("blobs" / String))
+        .and(warp::put())
+        .and(peer())
+        .and(with(state.clone()))
+        .and(warp::body::stream())
+        .and_then(|digest: String, peer: Peer, s: ApiState, body| async move {
+            respond(put_blob(digest, peer, s, body).await)
+        });
+
+    let get_blob = api
+        .and(warp::path("blobs"))
+        .and(warp::get())
+        .and(blob_reader(state.clone()))
+        .and(warp::fs::dir(state.engine.blobs().root().to_owned()))
+        .map(|file: warp::fs::File| file.into_response());
+
+    let user = api.and(authenticated(state.clone()));
+
+    let create_token = user
+        .clone()
+        .and(warp::path!("agents" / "tokens"))
+        .and(warp::post())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(|s: ApiState, req: TokenRequest| async move { respond(create_join_token(req, s)) });
+
+    let list_agents = user
+        .clone()
+        .and(warp::path!("agents"))
+        .and(warp::get())
+        .and_then(|s: ApiState| async move { respond(list_agents(s)) });
+
+    let definition_body = warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
+
+    let validate = user
+        .clone()
+        .and(warp::path!("pipelines" / "validate"))
+        .and(warp::post())
+        .and(warp::query::<FormatQuery>())
+        .and(definition_body)
+        .and_then(|s: ApiState, q: FormatQuery, body: Bytes| async move {
+            respond(validate_pipeline(s, q, body))
+        });
+
+    let create_pipeline = user
+        .clone()
+        .and(warp::path!("pipelines"))
+        .and(warp::post())
+        .and(warp::query::<FormatQuery>())
+        .and(definition_body)
+        .and_then(|s: ApiState, q: FormatQuery, body: Bytes| async move {
+            respond(save_pipeline(s, q, body, None))
+        });
+
+    let update_pipeline = user
+        .clone()
+        .and(warp::path!("pipelines" / String))
+        .and(warp::put())
+        .and(warp::query::<FormatQuery>())
+        .and(definition_body)
+        .and_then(|s: ApiState, name: String, q: FormatQuery, body: Bytes| async move {
+            respond(save_pipeline(s, q, body, Some(name)))
+        });
+
+    let list_pipelines = user
+        .clone()
+        .and(warp::path!("pipelines"))
+        .and(warp::get())
+        .and_then(|s: ApiState| async move { respond(s.engine.store().list_pipelines().map_err(ApiError::from).and_then(|p| json(StatusCode::OK, &p))) });
+
+    let get_pipeline = user
+        .clone()
+        .and(warp::path!("pipelines" / String))
+        .and(warp::get())
+        .and(warp::query::<VersionQuery>())
+        .and_then(|s: ApiState, name: String, q: VersionQuery| async move { respond(get_pipeline(s, name, q)) });
+
+    let start = user
+        .clone()
+        .and(warp::path!("pipelines" / String / "executions"))
+        .and(warp::post())
+        .and(warp::header::optional::<String>("x-sluice-user"))
+        .and_then(|s: ApiState, name: String, who: Option<String>| async move {
+            let detail = who.unwrap_or_else(|| "api".into());
+            respond(
+                s.engine
+                    .start_execution(&name, "StartPipelineExecution", &detail)
+                    .map_err(ApiError::from)
+                    .and_then(|e| json(StatusCode::CREATED, &e)),
+            )
+        });
+
+    let list_executions = user
+        .clone()
+        .and(warp::path!("executions"))
+        .and(warp::get())
+        .and(warp::query::<ListQuery>())
+        .and_then(|s: ApiState, q: ListQuery| async move {
+            respond(
+                s.engine
+                    .store()
+                    .list_executions(q.pipeline.as_deref(), q.before, q.limit.unwrap_or(50).clamp(1, 500))
+                    .map_err(ApiError::from)
+                    .and_then(|e| json(StatusCode::OK, &e)),
+            )
+        });
+
+    let get_execution = user
+        .clone()
+        .and(warp::path!("executions" / String))
+        .and(warp::get())
+        .and(warp::query::<WaitQuery>())
+        .and_then(|s: ApiState, id: String, q: WaitQuery| async move { respond(get_execution(s, id, q).await) });
+
+    let get_log = user
+        .clone()
+        .and(warp::path!("executions" / String / "logs" / i64))
+        .and(warp::get())
+        .and(warp::query::<LogQuery>())
+        .and_then(|s: ApiState, id: String, attempt: i64, q: LogQuery| async move {
+            respond(get_log(s, id, attempt, q).await)
+        });
+
+    // Boxing each route keeps the filter type flat: a long chain of `.or()` over
+    // unboxed filters makes type checking take minutes.
+    let routes: Vec<BoxedFilter<(Response,)>> = vec![
+        health.boxed(),
+        ca.boxed(),
+        join.boxed(),
+        connect.boxed(),
+        put_blob.boxed(),
+        get_blob.boxed(),
+        create_token.boxed(),
+        list_agents.boxed(),
+        validate.boxed(),
+        create_pipeline.boxed(),
+        update_pipeline.boxed(),
+        list_pipelines.boxed(),
+        get_pipeline.boxed(),
+        start.boxed(),
+        list_executions.boxed(),
+        get_execution.boxed(),
+        get_log.boxed(),
+    ];
+    let mut all: Option<BoxedFilter<(Response,)>> = None;
+    for route in routes {
+        all = Some(match all {
+            None => route,
+            Some(previous) => previous.or(route).unify().boxed(),
+        });
+    }
+    all.unwrap_or_else(|| warp::any().and_then(|| async { Err::<Response, Rejection>(warp::reject::not_found()) }).boxed())
+        .recover(recover)
+        .unify()
+}
+
+fn with(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
+}
+
+fn peer() -> impl Filter<Extract = (Peer,), Error = Infallible> + Clone {
+    warp::ext::optional::<Peer>().map(|p: Option<Peer>| {
+        p.unwrap_or(Peer {
+            client_cert_fingerprint: None,
+        })
+    })
+}
+
+fn bearer() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization").map(|h: Option<String>| {
+        h.and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+    })
+}
+
+#[derive(Debug)]
+struct Unauthorized(String);
+impl warp::reject::Reject for Unauthorized {}
+
+/// Requires a valid API token.
+fn authenticated(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Rejection> + Clone {
+    bearer().and(with(state)).and_then(|token: Option<String>, s: ApiState| async move {
+        let Some(token) = token else {
+            return Err(warp::reject::custom(Unauthorized(
+                "missing API token: pass `Authorization: Bearer <token>` (the CLI reads SLUICE_TOKEN or its config file)".into(),
+            )));
+        };
+        match s.engine.store().api_token(&hash_secret(&token)) {
+            Ok(Some(_)) => Ok(s),
+            Ok(None) => Err(warp::reject::custom(Unauthorized(
+                "the API token is not valid; use the token printed by `sluice controller` or `sluice up`".into(),
+            ))),
+            Err(e) => Err(warp::reject::custom(Unauthorized(format!("could not check the API token: {e}")))),
+        }
+    })
+}
+
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if let Some(Unauthorized(message)) = rejection.find() {
+        ApiError::unauthorized(message.clone())
+    } else if rejection.is_not_found() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::bad_request(format!("malformed JSON body: {e}"))
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::bad_request(format!("malformed query string: {e}"))
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large")
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        ApiError::bad_request(e.to_string())
+    } else {
+        ApiError::bad_request(format!("bad request: {rejection:?}"))
+    };
+    Ok(error.into_response())
+}
+
+/// The agent a verified client certificate belongs to.
+fn agent_of(s: &ApiState, peer: &Peer) -> Result<AgentRow, ApiError> {
+    let Some(fingerprint) = &peer.client_cert_fingerprint else {
+        return Err(ApiError::unauthorized(
+            "this endpoint is for agents and needs the client certificate from `sluice-agent join`",
+        ));
+    };
+    match s.engine.store().agent_by_fingerprint(fingerprint)? {
+        Some(agent) if agent.state == "revoked" => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "revoked",
+            format!("agent {} was revoked; join again with a new token", agent.id),
+        )),
+        Some(agent) => Ok(agent),
+        None => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_agent",
+            "this client certificate belongs to no registered agent; join again with a new token",
+        )),
+    }
+}
+
+// ---- agents ----------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JoinRequest {
+    token: String,
+    csr: String,
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default = "one")]
+    capacity: i64,
+    version: String,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinResponse {
+    agent_id: String,
+    certificate: String,
+    ca_certificate: String,
+    labels: BTreeMap<String, String>,
+}
+
+fn join_agent(req: JoinRequest, s: ApiState) -> ApiResult {
+    let agent_id = format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let certificate = s
+        .certs
+        .sign_agent_csr(&req.csr, &agent_id)
+        .map_err(|e| ApiError::bad_request(format!("csr: not a valid certificate signing request: {e}")))?;
+    let der = rustls::pki_types::CertificateDer::from(
+        rustls_pemfile::certs(&mut certificate.as_bytes())
+            .next()
+            .ok_or_else(|| ApiError::internal("signed certificate has no PEM block"))?
+            .map_err(ApiError::internal)?,
+    );
+    let agent = AgentRow {
+        id: agent_id.clone(),
+        name: req.name,
+        labels: req.labels,
+        capacity: req.capacity.clamp(1, 1024),
+        version: Some(req.version),
+        cert_fingerprint: crate::tls::fingerprint(&der),
+        state: "registered".into(),
+        registered_at_ms: now_ms(),
+        last_heartbeat_ms: None,
+    };
+    let labels = s
+        .engine
+        .store()
+        .join_agent(&hash_secret(&req.token), &agent)
+        .map_err(|e| match e {
+            StoreError::NotFound(m) | StoreError::Conflict(m) => ApiError::unauthorized(m),
+            other => other.into(),
+        })?;
+    let joined = AgentRow { labels: labels.clone(), ..agent };
+    s.engine.agent_joined(&joined)?;
+    tracing::info!(agent = %agent_id, labels = %crate::engine::format_labels(&labels), "Agent joined.");
+    json(
+        StatusCode::CREATED,
+        &JoinResponse {
+            agent_id,
+            certificate,
+            ca_certificate: s.certs.ca_pem().to_string(),
+            labels,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenRequest {
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+fn create_join_token(req: TokenRequest, s: ApiState) -> ApiResult {
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    if ttl == 0 || ttl > 30 * 24 * 3600 {
+        return Err(ApiError {
+            errors: vec![FieldError {
+                path: "ttlSeconds".into(),
+                message: "must be between 1 second and 30 days".into(),
+            }],
+            ..ApiError::bad_request("ttlSeconds: must be between 1 second and 30 days")
+        });
+    }
+    let token = new_secret("sjt");
+    let expires_at_ms = now_ms() + (ttl as i64) * 1000;
+    s.engine
+        .store()
+        .insert_join_token(&hash_secret(&token), &req.labels, expires_at_ms)?;
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({
+            "token": token,
+            "caFingerprint": s.certs.ca_fingerprint(),
+            "expiresAtMs": expires_at_ms,
+            "labels": req.labels,
+        }),
+    )
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentView {
+    #[serde(flatten)]
+    agent: AgentRow,
+    running: usize,
+}
+
+fn list_agents(s: ApiState) -> ApiResult {
+    let activity = s.engine.agent_activity();
+    let agents: Vec<AgentView> = s
+        .engine
+        .store()
+        .list_agents()?
+        .into_iter()
+        .map(|agent| AgentView {
+            running: activity.get(&agent.id).copied().unwrap_or(0),
+            agent,
+        })
+        .collect();
+    json(StatusCode::OK, &agents)
+}
+
+// ---- blobs -----------------------------------------------------------------------
+
+async fn put_blob<S, B>(digest: String, peer: Peer, s: ApiState, body: S) -> ApiResult
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    agent_of(&s, &peer)?;
+    match s.engine.blobs().put(&digest, body).await {
+        Ok(size) => json(StatusCode::CREATED, &serde_json::json!({"sha256": digest, "size": size})),
+        Err(e @ crate::blobs::BlobError::BadDigest(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e @ crate::blobs::BlobError::Mismatch { .. }) => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "digest_mismatch",
+            e.to_string(),
+        )),
+        Err(e @ crate::blobs::BlobError::Transfer(_)) => Err(ApiError::bad_request(e.to_string())),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+/// Lets an agent (certificate) or a user (API token) download artifacts.
+fn blob_reader(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    peer()
+        .and(bearer())
+        .and(with(state))
+        .and_then(|peer: Peer, token: Option<String>, s: ApiState| async move {
+            if agent_of(&s, &peer).is_ok() {
+                return Ok(());
+            }
+            if let Some(token) = token {
+                if let Ok(Some(_)) = s.engine.store().api_token(&hash_secret(&token)) {
+                    return Ok(());
+                }
+            }
+            Err(warp::reject::custom(Unauthorized(
+                "downloading artifacts needs an agent certificate or an API token".into(),
+            )))
+        })
+        .untuple_one()
+}
+
+// ---- pipelines -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct VersionQuery {
+    version: Option<i64>,
+}
+
+fn parse_format(q: &FormatQuery) -> Result<Option<sluice_pipeline::Format>, ApiError> {
+    match q.format.as_deref() {
+        None => Ok(None),
+        Some("yaml") | Some("yml") => Ok(Some(sluice_pipeline::Format::Yaml)),
+        Some("json") => Ok(Some(sluice_pipeline::Format::Json)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "format: \"{other}\" is not a definition format; use yaml or json"
+        ))),
+    }
+}
+
+fn diagnostics_error(diagnostics: sluice_pipeline::Diagnostics) -> ApiError {
+    let count = diagnostics.0.len();
+    ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code: "invalid_definition",
+        message: format!(
+            "the pipeline definition has {count} problem{}",
+            if count == 1 { "" } else { "s" }
+        ),
+        errors: diagnostics
+            .0
+            .into_iter()
+            .map(|d| FieldError {
+                path: d.path,
+                message: d.message,
+            })
+            .collect(),
+    }
+}
+
+fn body_text(body: &Bytes) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the definition is not UTF-8 text: {e}")))
+}
+
+fn validate_pipeline(s: ApiState, q: FormatQuery, body: Bytes) -> ApiResult {
+    let format = parse_format(&q)?;
+    let parsed = sluice_pipeline::parse_and_validate(body_text(&body)?, format, s.engine.catalog())
+        .map_err(diagnostics_error)?;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"valid": true, "name": parsed.pipeline.name, "warnings": parsed.warnings.iter().map(|w| FieldError{path: w.path.clone(), message: w.message.clone()}).collect::<Vec<_>>()}),
+    )
+}
+
+fn save_pipeline(s: ApiState, q: FormatQuery, body: Bytes, name: Option<String>) -> ApiResult {
+    let format = parse_format(&q)?;
+    let parsed = sluice_pipeline::parse_and_validate(body_text(&body)?, format, s.engine.catalog())
+        .map_err(diagnostics_error)?;
+    let definition = parsed.pipeline.to_json();
+    let version = match &name {
+        None => s.engine.store().create_pipeline(&parsed.pipeline.name, &definition)?,
+        Some(name) if *name != parsed.pipeline.name => {
+            return Err(ApiError {
+                errors: vec![FieldError {
+                    path: "name".into(),
+                    message: format!("\"{}\" does not match the pipeline being updated (\"{name}\"); pipelines cannot be renamed", parsed.pipeline.name),
+                }],
+                ..ApiError::bad_request("the definition's name does not match the pipeline being updated")
+            });
+        }
+        Some(name) => s.engine.store().update_pipeline(name, &definition)?,
+    };
+    let warnings: Vec<FieldError> = parsed
+        .warnings
+        .into_iter()
+        .map(|w| FieldError {
+            path: w.path,
+            message: w.message,
+        })
+        .collect();
+    json(
+        if name.is_none() { StatusCode::CREATED } else { StatusCode::OK },
+        &serde_json::json!({"name": parsed.pipeline.name, "version": version, "warnings": warnings}),
+    )
+}
+
+fn get_pipeline(s: ApiState, name: String, q: VersionQuery) -> ApiResult {
+    let stored = s.engine.store().pipeline_version(&name, q.version)?;
+    let definition: serde_json::Value = serde_json::from_str(&stored.definition).map_err(ApiError::internal)?;
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "name": stored.name,
+            "version": stored.version,
+            "createdAtMs": stored.created_at_ms,
+            "definition": definition,
+        }),
+    )
+}
+
+// ---- executions ------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ListQuery {
+    pipeline: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    /// Long-poll: return when the execution changes or after this many seconds.
+    wait: Option<u64>,
+    /// With `wait`: the status summary the caller already has (`status|stages|attempts`).
+    since: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecutionDetail {
+    #[serde(flatten)]
+    execution: crate::store::ExecutionRow,
+    /// A short token that changes whenever anything in the execution changes.
+    revision: String,
+    stages: Vec<StageDetail>,
+    artifacts: Vec<crate::store::ArtifactRow>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StageDetail {
+    name: String,
+    status: Option<String>,
+    started_at_ms: Option<i64>,
+    finished_at_ms: Option<i64>,
+    actions: Vec<ActionDetail>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ActionDetail {
+    name: String,
+    run_order: u32,
+    category: String,
+    provider: String,
+    status: Option<String>,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AttemptView {
+    #[serde(flatten)]
+    attempt: crate::store::AttemptRow,
+    log: Option<crate::store::LogRow>,
+}
+
+fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError> {
+    let store = s.engine.store();
+    let execution = store.execution(id)?;
+    let stored = store.pipeline_version(&execution.pipeline_name, Some(execution.pipeline_version))?;
+    let def = sluice_pipeline::parse(&stored.definition, Some(sluice_pipeline::Format::Json))
+        .map_err(|d| ApiError::internal(format!("stored definition unreadable: {d}")))?
+        .pipeline;
+    let stage_rows = store.stages(id)?;
+    let attempts = store.attempts(id)?;
+    let mut revision = Sha256::new();
+    revision.update(execution.status.as_bytes());
+    revision.update(execution.status_summary.as_deref().unwrap_or("").as_bytes());
+    let mut stages = Vec::new();
+    for (index, stage) in def.stages.iter().enumerate() {
+        let row = stage_rows.iter().find(|r| r.stage_index == index as i64);
+        revision.update(row.map(|r| r.status.as_str()).unwrap_or("-").as_bytes());
+        let mut actions = Vec::new();
+        for action in &stage.actions {
+            let mut views = Vec::new();
+            for attempt in attempts
+                .iter()
+                .filter(|a| a.stage_index == index as i64 && a.action_name == action.name)
+            {
+                revision.update(format!("{}:{}:{}", attempt.id, attempt.status, attempt.phase).as_bytes());
+                views.push(AttemptView {
+                    log: store.log(attempt.id)?,
+                    attempt: attempt.clone(),
+                });
+            }
+            actions.push(ActionDetail {
+                name: action.name.clone(),
+                run_order: action.run_order,
+                category: action.action_type_id.category.to_string(),
+                provider: action.action_type_id.provider.clone(),
+                status: views.last().map(|v| v.attempt.status.clone()),
+                attempts: views,
+            });
+        }
+        stages.push(StageDetail {
+            name: stage.name.clone(),
+            status: row.map(|r| r.status.clone()),
+            started_at_ms: row.and_then(|r| r.started_at_ms),
+            finished_at_ms: row.and_then(|r| r.finished_at_ms),
+            actions,
+        });
+    }
+    Ok(ExecutionDetail {
+        artifacts: store.artifacts(id)?,
+        revision: hex::encode(&revision.finalize()[..8]),
+        execution,
+        stages,
+    })
+}
+
+async fn get_execution(s: ApiState, id: String, q: WaitQuery) -> ApiResult {
+    let mut events = s.engine.subscribe();
+    let detail = execution_detail(&s, &id)?;
+    let Some(wait) = q.wait else {
+        return json(StatusCode::OK, &detail);
+    };
+    if q.since.as_deref() != Some(detail.revision.as_str()) {
+        return json(StatusCode::OK, &detail);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(60));
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => break,
+            Ok(Ok(Event::Execution(changed))) if changed == id => break,
+            Ok(Ok(_)) => continue,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => break,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => break,
+        }
+    }
+    json(StatusCode::OK, &execution_detail(&s, &id)?)
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    offset: Option<u64>,
+    /// Long-poll: wait up to this many seconds for bytes past `offset`.
+    wait: Option<u64>,
+}
+
+async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery) -> ApiResult {
+    let mut events = s.engine.subscribe();
+    let attempt = s.engine.store().attempt(attempt_id)?;
+    if attempt.execution_id != execution_id {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("attempt {attempt_id} is not part of execution {execution_id}"),
+        ));
+    }
+    let offset = q.offset.unwrap_or(0);
+    let read = |s: &ApiState| -> Result<Vec<u8>, ApiError> {
+        s.engine
+            .logs()
+            .read(&execution_id, attempt_id, offset, 1 << 20)
+            .map_err(ApiError::internal)
+    };
+    let mut data = read(&s)?;
+    if data.is_empty() && attempt.phase != crate::store::phase::DONE {
+        if let Some(wait) = q.wait {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(60));
+            loop {
+                match tokio::time::timeout_at(deadline, events.recv()).await {
+                    Err(_) => break,
+                    Ok(Ok(Event::Log(a))) if a == attempt_id => break,
+                    Ok(Ok(Event::Execution(e))) if e == execution_id => break,
+                    Ok(Ok(_)) => continue,
+                    Ok(Err(_)) => break,
+                }
+            }
+            data = read(&s)?;
+        }
+    }
+    // Re-read the attempt: it may have finished while we waited.
+    let attempt = s.engine.store().attempt(attempt_id)?;
+    let log = s.engine.store().log(attempt_id)?;
+    let state = match (attempt.phase.as_str(), log.as_ref().and_then(|l| l.complete)) {
+        ("done", Some(true)) => "complete",
+        ("done", _) => "incomplete",
+        _ => "running",
+    };
+    let next = offset + data.len() as u64;
+    let mut response = Response::new(data.into());
+    let headers = response.headers_mut();
+    headers.insert("content-type", warp::http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert("x-log-next-offset", warp::http::HeaderValue::from(next));
+    headers.insert("x-log-state", warp::http::HeaderValue::from_static(state));
+    Ok(response)
+}

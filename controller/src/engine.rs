@@ -1,0 +1,1079 @@
+//! The engine: moves executions through their stages and actions, and hands action
+//! attempts to agents.
+//!
+//! All state transitions go through [`Engine`], under one lock, and are written to
+//! SQLite before anything is sent to an agent; SQLite is the truth and the in-memory
+//! state (connected agents, the queue) can always be rebuilt from it, which is what
+//! [`Engine::recover`] does after a restart.
+//!
+//! The rules are CodePipeline's: stages run in order; inside a stage, actions run by
+//! ascending `runOrder` and equal runOrders run in parallel; a failed action fails its
+//! stage once its in-flight siblings finish, and a failed stage fails the execution.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use sluice_pipeline::{Action, Catalog, Pipeline};
+use sluice_proto::{AttemptRef, ControllerMessage, Job, Outcome};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::blobs::BlobStore;
+use crate::logs::LogFiles;
+use crate::store::{self, AgentRow, AttemptRow, NewAttempt, Store, StoreError, now_ms, phase};
+
+/// Timing knobs of the engine.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How often agents must send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How long an attempt survives without a heartbeat before it fails as lost.
+    pub lease_ttl: Duration,
+    /// How long an agent has to accept an offer before it goes back to the queue.
+    pub offer_timeout: Duration,
+    /// Default action timeout when the definition sets none.
+    pub default_action_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            heartbeat_interval: Duration::from_secs(10),
+            lease_ttl: Duration::from_secs(90),
+            offer_timeout: Duration::from_secs(10),
+            default_action_timeout: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// Something observers (log followers, `--wait`) may want to know about.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An execution's status, or one of its stages or actions, changed.
+    Execution(String),
+    /// More log arrived for an attempt.
+    Log(i64),
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed or refused.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored definition could not be read back.
+    #[error("stored definition of pipeline \"{name}\" version {version} is unreadable: {message}")]
+    Definition {
+        /// Pipeline.
+        name: String,
+        /// Version.
+        version: i64,
+        /// Why.
+        message: String,
+    },
+    /// Writing a log failed.
+    #[error("log storage failed: {0}")]
+    Log(#[from] std::io::Error),
+}
+
+type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A connected agent session.
+struct Session {
+    session_id: u64,
+    tx: mpsc::UnboundedSender<ControllerMessage>,
+    labels: BTreeMap<String, String>,
+    capacity: usize,
+    /// Attempts offered to or running on this agent.
+    held: HashSet<i64>,
+}
+
+/// An attempt waiting for an agent.
+struct Queued {
+    job: Job,
+    selector: BTreeMap<String, String>,
+    waiting_reason: Option<String>,
+}
+
+/// An attempt an agent holds.
+struct Held {
+    agent_id: String,
+    token: String,
+    execution_id: String,
+    offered_at_ms: Option<i64>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    next_session_id: u64,
+    queue: BTreeMap<i64, Queued>,
+    held: HashMap<i64, Held>,
+    definitions: HashMap<(String, i64), Arc<Pipeline>>,
+    /// Registered agents (id → labels), to tell "no agent could ever run this".
+    registered: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    store: Arc<Store>,
+    blobs: BlobStore,
+    logs: LogFiles,
+    settings: Settings,
+    catalog: Catalog,
+    state: Mutex<State>,
+    events: broadcast::Sender<Event>,
+}
+
+/// What the session should do after a report.
+pub enum Reply {
+    /// Send this message back.
+    Send(ControllerMessage),
+    /// Nothing to send.
+    Nothing,
+}
+
+impl Engine {
+    /// A new engine over a store.
+    pub fn new(store: Arc<Store>, blobs: BlobStore, logs: LogFiles, settings: Settings, catalog: Catalog) -> Engine {
+        let (events, _) = broadcast::channel(4096);
+        Engine {
+            store,
+            blobs,
+            logs,
+            settings,
+            catalog,
+            state: Mutex::new(State::default()),
+            events,
+        }
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The provider catalog used to validate definitions.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The artifact store.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    /// The log files.
+    pub fn logs(&self) -> &LogFiles {
+        &self.logs
+    }
+
+    /// Subscribes to engine events.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn emit(&self, event: Event) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    /// Rebuilds the in-memory state after a start: held attempts get a fresh lease
+    /// (their agents may reconnect and resume), queued attempts go back in the queue,
+    /// and every execution in progress is re-evaluated.
+    pub fn recover(&self) -> Result<()> {
+        let mut st = self.lock();
+        self.store.mark_agents_offline()?;
+        for agent in self.store.list_agents()? {
+            if agent.state != "revoked" {
+                st.registered.insert(agent.id, agent.labels);
+            }
+        }
+        self.store
+            .renew_all_leases(now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
+        for attempt in self.store.open_attempts()? {
+            if attempt.phase == phase::QUEUED {
+                self.enqueue_existing(&mut st, &attempt)?;
+            } else if let Some(agent_id) = attempt.agent_id.clone() {
+                st.held.insert(
+                    attempt.id,
+                    Held {
+                        agent_id,
+                        token: attempt.fencing_token.clone(),
+                        execution_id: attempt.execution_id.clone(),
+                        offered_at_ms: None,
+                    },
+                );
+            }
+        }
+        for id in self.store.executions_in_progress()? {
+            self.advance(&mut st, &id)?;
+        }
+        self.dispatch(&mut st)?;
+        Ok(())
+    }
+
+    // ---- executions ------------------------------------------------------------
+
+    /// Starts an execution of the current version of a pipeline.
+    pub fn start_execution(
+        &self,
+        pipeline: &str,
+        trigger_type: &str,
+        trigger_detail: &str,
+    ) -> Result<store::ExecutionRow> {
+        let version = self.store.pipeline_version(pipeline, None)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut st = self.lock();
+        self.store
+            .insert_execution(&id, pipeline, version.version, trigger_type, trigger_detail)?;
+        tracing::info!(execution = %id, pipeline, "Execution started.");
+        self.advance(&mut st, &id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(id.clone()));
+        Ok(self.store.execution(&id)?)
+    }
+
+    fn definition(&self, st: &mut State, name: &str, version: i64) -> Result<Arc<Pipeline>> {
+        if let Some(def) = st.definitions.get(&(name.to_string(), version)) {
+            return Ok(def.clone());
+        }
+        let stored = self.store.pipeline_version(name, Some(version))?;
+        let parsed = sluice_pipeline::parse(&stored.definition, Some(sluice_pipeline::Format::Json)).map_err(|d| {
+            EngineError::Definition {
+                name: name.to_string(),
+                version,
+                message: d.to_string(),
+            }
+        })?;
+        let def = Arc::new(parsed.pipeline);
+        st.definitions.insert((name.to_string(), version), def.clone());
+        Ok(def)
+    }
+
+    /// Re-evaluates an execution and starts whatever may start. Idempotent.
+    fn advance(&self, st: &mut State, execution_id: &str) -> Result<()> {
+        // Each pass either waits, finishes something, or queues attempts; an attempt
+        // that fails before it can be queued (bad variable) needs one more pass.
+        for _ in 0..64 {
+            if !self.advance_once(st, execution_id)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// One evaluation pass; returns true if another pass is needed.
+    fn advance_once(&self, st: &mut State, execution_id: &str) -> Result<bool> {
+        let execution = self.store.execution(execution_id)?;
+        if execution.status != "InProgress" {
+            return Ok(false);
+        }
+        let def = self.definition(st, &execution.pipeline_name, execution.pipeline_version)?;
+        let stages = self.store.stages(execution_id)?;
+        let attempts = self.store.attempts(execution_id)?;
+
+        for (index, stage) in def.stages.iter().enumerate() {
+            let index = index as i64;
+            match stages.iter().find(|s| s.stage_index == index).map(|s| s.status.as_str()) {
+                Some("Succeeded") => continue,
+                Some("InProgress") => {}
+                Some(_) => {
+                    self.finish_execution(execution_id, "Failed", None)?;
+                    return Ok(false);
+                }
+                None => {
+                    self.store.insert_stage(execution_id, index, &stage.name)?;
+                    self.emit(Event::Execution(execution_id.to_string()));
+                }
+            }
+            // The latest attempt of each action of this stage.
+            let mut latest: HashMap<&str, &AttemptRow> = HashMap::new();
+            for attempt in attempts.iter().filter(|a| a.stage_index == index) {
+                let entry = latest.entry(attempt.action_name.as_str()).or_insert(attempt);
+                if attempt.attempt > entry.attempt {
+                    *entry = attempt;
+                }
+            }
+            let failed: Vec<&&AttemptRow> = latest.values().filter(|a| a.status == "Failed").collect();
+            let in_flight = latest.values().any(|a| a.status == "InProgress");
+            if let Some(first) = failed.first() {
+                if !in_flight {
+                    self.store.finish_stage(execution_id, index, "Failed")?;
+                    let message = format!(
+                        "Action {}/{} failed: {}",
+                        stage.name,
+                        first.action_name,
+                        first.error.as_deref().unwrap_or("no reason given")
+                    );
+                    self.finish_execution(execution_id, "Failed", Some(&message))?;
+                }
+                return Ok(false);
+            }
+            let mut run_orders: Vec<u32> = stage.actions.iter().map(|a| a.run_order).collect();
+            run_orders.sort_unstable();
+            run_orders.dedup();
+            for run_order in run_orders {
+                let group: Vec<&Action> = stage.actions.iter().filter(|a| a.run_order == run_order).collect();
+                if group
+                    .iter()
+                    .all(|a| latest.get(a.name.as_str()).is_some_and(|x| x.status == "Succeeded"))
+                {
+                    continue;
+                }
+                let mut again = false;
+                for action in group.iter().filter(|a| !latest.contains_key(a.name.as_str())) {
+                    again |= self.queue_attempt(st, &execution, &def, index, action, 1)?;
+                }
+                return Ok(again);
+            }
+            self.store.finish_stage(execution_id, index, "Succeeded")?;
+            self.emit(Event::Execution(execution_id.to_string()));
+        }
+        self.finish_execution(execution_id, "Succeeded", None)?;
+        Ok(false)
+    }
+
+    fn finish_execution(&self, execution_id: &str, status: &str, summary: Option<&str>) -> Result<()> {
+        self.store.set_execution_status(execution_id, status, summary)?;
+        tracing::info!(execution = %execution_id, status, summary = summary.unwrap_or(""), "Execution finished.");
+        self.emit(Event::Execution(execution_id.to_string()));
+        Ok(())
+    }
+
+    /// Creates and queues an attempt. Returns true if it failed on the spot (so the
+    /// execution needs another pass).
+    fn queue_attempt(
+        &self,
+        st: &mut State,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        stage_index: i64,
+        action: &Action,
+        attempt_number: i64,
+    ) -> Result<bool> {
+        let stage = &def.stages[stage_index as usize];
+        let token = new_token();
+        let resolved = self.resolve_configuration(execution, def, action);
+        let (configuration, problem) = match resolved {
+            Ok(config) => (config, None),
+            Err(problem) => (action.configuration.clone(), Some(problem)),
+        };
+        let id = self.store.insert_attempt(&NewAttempt {
+            execution_id: &execution.id,
+            stage_index,
+            action_name: &action.name,
+            attempt: attempt_number,
+            run_order: i64::from(action.run_order),
+            fencing_token: &token,
+            resolved_configuration: &configuration,
+        })?;
+        let inputs = match problem {
+            Some(problem) => Err(problem),
+            None => self.input_refs(&execution.id, action),
+        };
+        let inputs = match inputs {
+            Ok(inputs) => inputs,
+            Err(problem) => {
+                self.store
+                    .finish_attempt(id, &token, "Failed", None, Some(&problem), &BTreeMap::new(), &[])?;
+                return Ok(true);
+            }
+        };
+        let timeout = action
+            .timeout_in_minutes
+            .map(|m| u64::from(m) * 60)
+            .unwrap_or(self.settings.default_action_timeout.as_secs());
+        let job = Job {
+            attempt: AttemptRef {
+                attempt_id: id,
+                fencing_token: token,
+            },
+            attempt_number: attempt_number as u32,
+            pipeline: def.name.clone(),
+            execution_id: execution.id.clone(),
+            stage: stage.name.clone(),
+            action: action.name.clone(),
+            action_type: sluice_proto::ActionType {
+                category: action.action_type_id.category.to_string(),
+                owner: action.action_type_id.owner.clone(),
+                provider: action.action_type_id.provider.clone(),
+                version: action.action_type_id.version.clone(),
+            },
+            configuration,
+            inputs,
+            outputs: action.output_artifacts.clone(),
+            timeout_secs: timeout,
+        };
+        st.queue.insert(
+            id,
+            Queued {
+                job,
+                selector: action.agent.clone(),
+                waiting_reason: None,
+            },
+        );
+        self.emit(Event::Execution(execution.id.clone()));
+        Ok(false)
+    }
+
+    /// Puts a stored queued attempt back into the in-memory queue (after a restart or a
+    /// rejected offer).
+    fn enqueue_existing(&self, st: &mut State, attempt: &AttemptRow) -> Result<()> {
+        let execution = self.store.execution(&attempt.execution_id)?;
+        let def = self.definition(st, &execution.pipeline_name, execution.pipeline_version)?;
+        let Some(stage) = def.stages.get(attempt.stage_index as usize) else {
+            return Ok(());
+        };
+        let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name) else {
+            return Ok(());
+        };
+        let inputs = match self.input_refs(&execution.id, action) {
+            Ok(inputs) => inputs,
+            Err(problem) => {
+                self.store.finish_attempt(
+                    attempt.id,
+                    &attempt.fencing_token,
+                    "Failed",
+                    None,
+                    Some(&problem),
+                    &BTreeMap::new(),
+                    &[],
+                )?;
+                return Ok(());
+            }
+        };
+        let job = Job {
+            attempt: AttemptRef {
+                attempt_id: attempt.id,
+                fencing_token: attempt.fencing_token.clone(),
+            },
+            attempt_number: attempt.attempt as u32,
+            pipeline: def.name.clone(),
+            execution_id: execution.id.clone(),
+            stage: stage.name.clone(),
+            action: action.name.clone(),
+            action_type: sluice_proto::ActionType {
+                category: action.action_type_id.category.to_string(),
+                owner: action.action_type_id.owner.clone(),
+                provider: action.action_type_id.provider.clone(),
+                version: action.action_type_id.version.clone(),
+            },
+            configuration: attempt.resolved_configuration.clone(),
+            inputs,
+            outputs: action.output_artifacts.clone(),
+            timeout_secs: action
+                .timeout_in_minutes
+                .map(|m| u64::from(m) * 60)
+                .unwrap_or(self.settings.default_action_timeout.as_secs()),
+        };
+        st.queue.insert(
+            attempt.id,
+            Queued {
+                job,
+                selector: action.agent.clone(),
+                waiting_reason: attempt.waiting_reason.clone(),
+            },
+        );
+        Ok(())
+    }
+
+    fn input_refs(&self, execution_id: &str, action: &Action) -> Result<Vec<sluice_proto::ArtifactRef>, String> {
+        let stored = self
+            .store
+            .artifacts(execution_id)
+            .map_err(|e| format!("could not read the execution's artifacts: {e}"))?;
+        action
+            .input_artifacts
+            .iter()
+            .map(|name| {
+                stored
+                    .iter()
+                    .find(|a| &a.name == name)
+                    .map(|a| sluice_proto::ArtifactRef {
+                        name: a.name.clone(),
+                        sha256: a.sha256.clone(),
+                        size: a.size as u64,
+                    })
+                    .ok_or_else(|| format!("input artifact \"{name}\" was not produced by an earlier action of this execution"))
+            })
+            .collect()
+    }
+
+    /// Resolves `#{namespace.variable}` references in an action's configuration from
+    /// the execution and from the outputs of namespaced actions that already succeeded.
+    fn resolve_configuration(
+        &self,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        action: &Action,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let mut namespaces: HashMap<String, BTreeMap<String, String>> = HashMap::new();
+        let mut codepipeline = BTreeMap::new();
+        codepipeline.insert("PipelineExecutionId".to_string(), execution.id.clone());
+        codepipeline.insert("PipelineName".to_string(), execution.pipeline_name.clone());
+        namespaces.insert("codepipeline".into(), codepipeline);
+        let variables = def
+            .variables
+            .iter()
+            .filter_map(|v| v.default_value.clone().map(|d| (v.name.clone(), d)))
+            .collect();
+        namespaces.insert("variables".into(), variables);
+        let needs_outputs = action.configuration.values().any(|v| v.contains("#{"));
+        if needs_outputs {
+            let attempts = self.store.attempts(&execution.id).map_err(|e| e.to_string())?;
+            for stage in &def.stages {
+                for other in &stage.actions {
+                    let Some(namespace) = &other.namespace else { continue };
+                    if let Some(done) = attempts
+                        .iter()
+                        .filter(|a| a.action_name == other.name && a.status == "Succeeded")
+                        .filter(|a| def.stages.get(a.stage_index as usize).is_some_and(|s| s.name == stage.name))
+                        .max_by_key(|a| a.attempt)
+                    {
+                        namespaces.insert(namespace.clone(), done.output_variables.clone());
+                    }
+                }
+            }
+        }
+        let mut resolved = BTreeMap::new();
+        for (key, value) in &action.configuration {
+            resolved.insert(key.clone(), substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?);
+        }
+        Ok(resolved)
+    }
+
+    // ---- dispatch --------------------------------------------------------------
+
+    /// Offers queued attempts to agents with matching labels and free capacity, and
+    /// records why the others wait.
+    fn dispatch(&self, st: &mut State) -> Result<()> {
+        let ids: Vec<i64> = st.queue.keys().copied().collect();
+        for id in ids {
+            let Some(queued) = st.queue.get(&id) else { continue };
+            let selector = queued.selector.clone();
+            let candidate = st
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.held.len() < s.capacity && labels_match(&selector, &s.labels))
+                .max_by_key(|(_, s)| s.capacity - s.held.len())
+                .map(|(agent_id, _)| agent_id.clone());
+            match candidate {
+                Some(agent_id) => {
+                    let Some(queued) = st.queue.remove(&id) else { continue };
+                    let lease = now_ms() + self.settings.lease_ttl.as_millis() as i64;
+                    let token = queued.job.attempt.fencing_token.clone();
+                    if !self
+                        .store
+                        .move_attempt(id, &token, &[phase::QUEUED], phase::OFFERED, Some(&agent_id), Some(lease))?
+                    {
+                        continue;
+                    }
+                    let execution_id = queued.job.execution_id.clone();
+                    if let Some(session) = st.sessions.get_mut(&agent_id) {
+                        session.held.insert(id);
+                        let _ = session.tx.send(ControllerMessage::Offer(Box::new(queued.job)));
+                    }
+                    st.held.insert(
+                        id,
+                        Held {
+                            agent_id,
+                            token,
+                            execution_id: execution_id.clone(),
+                            offered_at_ms: Some(now_ms()),
+                        },
+                    );
+                    self.store.set_execution_summary(&execution_id, None)?;
+                    self.emit(Event::Execution(execution_id));
+                }
+                None => {
+                    let reason = self.waiting_reason(st, &selector);
+                    let Some(queued) = st.queue.get_mut(&id) else { continue };
+                    if queued.waiting_reason.as_deref() != Some(reason.as_str()) {
+                        queued.waiting_reason = Some(reason.clone());
+                        self.store.set_waiting_reason(id, Some(&reason))?;
+                        let summary = format!("{}/{}: {reason}", queued.job.stage, queued.job.action);
+                        self.store.set_execution_summary(&queued.job.execution_id, Some(&summary))?;
+                        self.emit(Event::Execution(queued.job.execution_id.clone()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn waiting_reason(&self, st: &State, selector: &BTreeMap<String, String>) -> String {
+        let wanted = if selector.is_empty() {
+            "any agent".to_string()
+        } else {
+            format!("an agent with labels {}", format_labels(selector))
+        };
+        let matching: Vec<&String> = st
+            .registered
+            .iter()
+            .filter(|(_, labels)| labels_match(selector, labels))
+            .map(|(id, _)| id)
+            .collect();
+        if matching.is_empty() {
+            return format!(
+                "no registered agent can run this action: it needs {wanted}, and none of the {} registered agents has them; \
+                 join one with `sluice agent token create{}` and `sluice-agent join`",
+                st.registered.len(),
+                if selector.is_empty() {
+                    String::new()
+                } else {
+                    format!(" --labels {}", format_labels(selector))
+                }
+            );
+        }
+        let online = matching.iter().filter(|id| st.sessions.contains_key(id.as_str())).count();
+        if online == 0 {
+            format!("waiting for {wanted}: {} matching agents are registered but none is connected", matching.len())
+        } else {
+            format!("waiting for a free slot on {online} connected agents matching {wanted}")
+        }
+    }
+
+    // ---- agent sessions --------------------------------------------------------
+
+    /// Registers a newly joined agent so that queued work can see it.
+    pub fn agent_joined(&self, agent: &AgentRow) -> Result<()> {
+        let mut st = self.lock();
+        st.registered.insert(agent.id.clone(), agent.labels.clone());
+        // Waiting reasons may change from "no agent can" to "none connected".
+        for queued in st.queue.values_mut() {
+            queued.waiting_reason = None;
+        }
+        self.dispatch(&mut st)
+    }
+
+    /// A session said Hello. Returns the session id, or a refusal message.
+    pub fn connect(
+        &self,
+        agent: &AgentRow,
+        labels: BTreeMap<String, String>,
+        capacity: u32,
+        version: &str,
+        running: &[AttemptRef],
+        tx: mpsc::UnboundedSender<ControllerMessage>,
+    ) -> Result<u64> {
+        let mut st = self.lock();
+        self.store.agent_connected(&agent.id, &labels, i64::from(capacity), version)?;
+        self.store
+            .renew_leases(&agent.id, now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
+        st.next_session_id += 1;
+        let session_id = st.next_session_id;
+        // Attempts this agent held: keep those it still runs, fail those it lost
+        // (it restarted), and tell it to drop the ones that are no longer its own.
+        let mut held = HashSet::new();
+        let running_ids: HashSet<i64> = running.iter().map(|r| r.attempt_id).collect();
+        for attempt in running {
+            match st.held.get(&attempt.attempt_id) {
+                Some(h) if h.agent_id == agent.id && h.token == attempt.fencing_token => {
+                    held.insert(attempt.attempt_id);
+                }
+                _ => {
+                    let _ = tx.send(ControllerMessage::Stale {
+                        attempt_id: attempt.attempt_id,
+                        message: "this attempt is no longer assigned to this agent".into(),
+                    });
+                }
+            }
+        }
+        let lost: Vec<(i64, String, String)> = st
+            .held
+            .iter()
+            .filter(|(id, h)| h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_none())
+            .map(|(id, h)| (*id, h.token.clone(), h.execution_id.clone()))
+            .collect();
+        // Offers not yet accepted that the agent no longer knows about go back to the queue.
+        let unaccepted: Vec<i64> = st
+            .held
+            .iter()
+            .filter(|(id, h)| h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        if let Some(old) = st.sessions.insert(
+            agent.id.clone(),
+            Session {
+                session_id,
+                tx,
+                labels: labels.clone(),
+                capacity: capacity.max(1) as usize,
+                held,
+            },
+        ) {
+            tracing::warn!(agent = %agent.id, old_session = old.session_id, "Agent reconnected; closing its previous session.");
+        }
+        st.registered.insert(agent.id.clone(), labels);
+        for (id, token, execution_id) in lost {
+            st.held.remove(&id);
+            self.fail_held(&mut st, id, &token, &execution_id, "agent lost: the agent restarted and no longer runs this action")?;
+        }
+        for id in unaccepted {
+            self.requeue(&mut st, id)?;
+        }
+        for queued in st.queue.values_mut() {
+            queued.waiting_reason = None;
+        }
+        self.dispatch(&mut st)?;
+        tracing::info!(agent = %agent.id, session = session_id, capacity, "Agent connected.");
+        Ok(session_id)
+    }
+
+    /// A session ended. Its attempts keep their leases: the agent may come back.
+    pub fn disconnect(&self, agent_id: &str, session_id: u64) -> Result<()> {
+        let mut st = self.lock();
+        if st.sessions.get(agent_id).is_some_and(|s| s.session_id == session_id) {
+            st.sessions.remove(agent_id);
+            self.store.set_agent_state(agent_id, "offline")?;
+            tracing::info!(agent = %agent_id, "Agent disconnected.");
+            for queued in st.queue.values_mut() {
+                queued.waiting_reason = None;
+            }
+            self.dispatch(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// A heartbeat renews every lease the agent holds.
+    pub fn heartbeat(&self, agent_id: &str) -> Result<()> {
+        self.store
+            .renew_leases(agent_id, now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
+        Ok(())
+    }
+
+    fn check_holder(&self, st: &State, agent_id: &str, attempt: &AttemptRef) -> Option<String> {
+        match st.held.get(&attempt.attempt_id) {
+            Some(h) if h.agent_id == agent_id && h.token == attempt.fencing_token => None,
+            Some(h) if h.agent_id == agent_id => Some(format!(
+                "stale fencing token for attempt {}: a newer attempt replaced it",
+                attempt.attempt_id
+            )),
+            Some(_) => Some(format!("attempt {} is held by another agent", attempt.attempt_id)),
+            None => Some(format!(
+                "attempt {} is not running (it finished, was lost, or never existed)",
+                attempt.attempt_id
+            )),
+        }
+    }
+
+    /// The agent accepted an offer.
+    pub fn accept(&self, agent_id: &str, attempt: &AttemptRef) -> Result<Reply> {
+        let mut st = self.lock();
+        if let Some(message) = self.check_holder(&st, agent_id, attempt) {
+            return Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: attempt.attempt_id,
+                message,
+            }));
+        }
+        let lease = now_ms() + self.settings.lease_ttl.as_millis() as i64;
+        if !self.store.move_attempt(
+            attempt.attempt_id,
+            &attempt.fencing_token,
+            &[phase::OFFERED],
+            phase::RUNNING,
+            Some(agent_id),
+            Some(lease),
+        )? {
+            return Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: attempt.attempt_id,
+                message: "the offer was withdrawn".into(),
+            }));
+        }
+        let relative = self.logs.relative_path(&st.held[&attempt.attempt_id].execution_id, attempt.attempt_id);
+        self.store.ensure_log(attempt.attempt_id, &relative)?;
+        if let Some(held) = st.held.get_mut(&attempt.attempt_id) {
+            held.offered_at_ms = None;
+            self.emit(Event::Execution(held.execution_id.clone()));
+        }
+        Ok(Reply::Nothing)
+    }
+
+    /// The agent refused an offer; it goes back to the queue.
+    pub fn reject(&self, agent_id: &str, attempt: &AttemptRef, reason: &str) -> Result<()> {
+        let mut st = self.lock();
+        if self.check_holder(&st, agent_id, attempt).is_some() {
+            return Ok(());
+        }
+        tracing::warn!(agent = %agent_id, attempt = attempt.attempt_id, reason, "Agent rejected an offer.");
+        self.requeue(&mut st, attempt.attempt_id)?;
+        self.dispatch(&mut st)
+    }
+
+    fn requeue(&self, st: &mut State, id: i64) -> Result<()> {
+        let Some(held) = st.held.remove(&id) else { return Ok(()) };
+        if let Some(session) = st.sessions.get_mut(&held.agent_id) {
+            session.held.remove(&id);
+        }
+        if self
+            .store
+            .move_attempt(id, &held.token, &[phase::OFFERED], phase::QUEUED, None, None)?
+        {
+            let row = self.store.attempt(id)?;
+            self.enqueue_existing(st, &row)?;
+        }
+        Ok(())
+    }
+
+    /// Appends a log chunk at its offset. Returns the acknowledgement to send.
+    pub fn log(&self, agent_id: &str, attempt: &AttemptRef, offset: u64, data: &str) -> Result<Reply> {
+        let st = self.lock();
+        if let Some(message) = self.check_holder(&st, agent_id, attempt) {
+            return Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: attempt.attempt_id,
+                message,
+            }));
+        }
+        let execution_id = st.held[&attempt.attempt_id].execution_id.clone();
+        drop(st);
+        let stored = self.logs.write_at(&execution_id, attempt.attempt_id, offset, data.as_bytes())?;
+        self.store.set_log_length(attempt.attempt_id, stored as i64)?;
+        self.emit(Event::Log(attempt.attempt_id));
+        Ok(Reply::Send(ControllerMessage::LogAck {
+            attempt_id: attempt.attempt_id,
+            offset: stored,
+        }))
+    }
+
+    /// The agent finished an attempt.
+    pub fn finished(
+        &self,
+        agent_id: &str,
+        attempt: &AttemptRef,
+        outcome: &Outcome,
+        log_length: u64,
+        log_sha256: &str,
+    ) -> Result<Reply> {
+        let mut st = self.lock();
+        if let Some(message) = self.check_holder(&st, agent_id, attempt) {
+            return Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: attempt.attempt_id,
+                message,
+            }));
+        }
+        let id = attempt.attempt_id;
+        let execution_id = st.held[&id].execution_id.clone();
+        let (status, summary, error, variables, artifacts) = match outcome {
+            Outcome::Succeeded {
+                summary,
+                output_variables,
+                artifacts,
+            } => match self.check_artifacts(artifacts) {
+                Ok(rows) => ("Succeeded", Some(summary.as_str()), None, output_variables.clone(), rows),
+                Err(problem) => ("Failed", None, Some(problem), BTreeMap::new(), Vec::new()),
+            },
+            Outcome::Failed { message } => ("Failed", None, Some(message.clone()), BTreeMap::new(), Vec::new()),
+        };
+        // The log is whole only if what we stored is exactly what the agent wrote.
+        let relative = self.logs.relative_path(&execution_id, id);
+        self.store.ensure_log(id, &relative)?;
+        let (stored_length, stored_sha) = self.logs.digest(&execution_id, id)?;
+        let complete = stored_length == log_length && stored_sha == log_sha256;
+        self.store.finish_log(id, log_length as i64, log_sha256, complete)?;
+        if !complete {
+            tracing::warn!(attempt = id, stored_length, log_length, "Log arrived incomplete.");
+        }
+        if !self.store.finish_attempt(
+            id,
+            &attempt.fencing_token,
+            status,
+            summary,
+            error.as_deref(),
+            &variables,
+            &artifacts,
+        )? {
+            return Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: id,
+                message: "attempt already finished".into(),
+            }));
+        }
+        st.held.remove(&id);
+        if let Some(session) = st.sessions.get_mut(agent_id) {
+            session.held.remove(&id);
+        }
+        tracing::info!(attempt = id, status, "Action attempt finished.");
+        self.advance(&mut st, &execution_id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(execution_id));
+        Ok(Reply::Send(ControllerMessage::FinishAck { attempt_id: id }))
+    }
+
+    fn check_artifacts(&self, artifacts: &[sluice_proto::ArtifactRef]) -> Result<Vec<(String, String, i64)>, String> {
+        artifacts
+            .iter()
+            .map(|a| match self.blobs.size(&a.sha256) {
+                Ok(Some(size)) if size == a.size => Ok((a.name.clone(), a.sha256.clone(), size as i64)),
+                Ok(Some(size)) => Err(format!(
+                    "output artifact \"{}\" is stored with {size} bytes but the agent reported {}",
+                    a.name, a.size
+                )),
+                Ok(None) => Err(format!("output artifact \"{}\" (sha256 {}) was never uploaded", a.name, a.sha256)),
+                Err(e) => Err(format!("output artifact \"{}\": {e}", a.name)),
+            })
+            .collect()
+    }
+
+    fn fail_held(&self, st: &mut State, id: i64, token: &str, execution_id: &str, message: &str) -> Result<()> {
+        if self
+            .store
+            .finish_attempt(id, token, "Failed", None, Some(message), &BTreeMap::new(), &[])?
+        {
+            tracing::warn!(attempt = id, message, "Action attempt failed.");
+            if let Some(row) = self.store.log(id)? {
+                self.store.finish_log(id, row.stored_length, "", false)?;
+            }
+            self.advance(st, execution_id)?;
+        }
+        Ok(())
+    }
+
+    /// Fails attempts whose lease ran out ("agent lost") and withdraws offers nobody
+    /// accepted in time. Called periodically.
+    pub fn reap(&self) -> Result<()> {
+        let mut st = self.lock();
+        let now = now_ms();
+        let offer_deadline = now - self.settings.offer_timeout.as_millis() as i64;
+        let stale_offers: Vec<i64> = st
+            .held
+            .iter()
+            .filter(|(_, h)| h.offered_at_ms.is_some_and(|t| t < offer_deadline))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale_offers {
+            tracing::warn!(attempt = id, "Offer not accepted in time; requeueing.");
+            self.requeue(&mut st, id)?;
+        }
+        for attempt in self.store.expired_attempts(now)? {
+            let agent = attempt.agent_id.clone().unwrap_or_default();
+            if let Some(session) = st.sessions.get_mut(&agent) {
+                session.held.remove(&attempt.id);
+            }
+            st.held.remove(&attempt.id);
+            let message = format!(
+                "agent lost: agent {agent} sent no heartbeat for {}s while running this action",
+                self.settings.lease_ttl.as_secs()
+            );
+            self.fail_held(&mut st, attempt.id, &attempt.fencing_token, &attempt.execution_id, &message)?;
+            self.emit(Event::Execution(attempt.execution_id.clone()));
+        }
+        self.dispatch(&mut st)
+    }
+
+    /// Runs [`Engine::reap`] forever at a fraction of the lease.
+    pub async fn run_reaper(self: Arc<Self>) {
+        let period = (self.settings.lease_ttl / 8).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            if let Err(e) = self.reap() {
+                tracing::error!(error = %e, "Lease reaper failed.");
+            }
+        }
+    }
+
+    /// Attempts offered to or running on each connected agent, for `agent list`.
+    pub fn agent_activity(&self) -> HashMap<String, usize> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.held.len()))
+            .collect()
+    }
+
+    /// The root of the log files.
+    pub fn log_path(&self, execution_id: &str, attempt_id: i64) -> PathBuf {
+        self.logs.path(execution_id, attempt_id)
+    }
+}
+
+fn new_token() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
+
+/// Whether an agent's labels satisfy an action's selector (every key present, equal).
+pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// `k=v,k2=v2`.
+pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Replaces every `#{namespace.name}` in `value`.
+fn substitute(value: &str, namespaces: &HashMap<String, BTreeMap<String, String>>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("#{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unclosed variable reference in \"{value}\""));
+        };
+        let reference = &after[..end];
+        let Some((namespace, name)) = reference.split_once('.') else {
+            return Err(format!("\"#{{{reference}}}\" must have the form #{{namespace.name}}"));
+        };
+        let found = namespaces.get(namespace).and_then(|vars| vars.get(name));
+        match found {
+            Some(v) => out.push_str(v),
+            None if namespaces.contains_key(namespace) => {
+                return Err(format!("variable \"{name}\" is not set in namespace \"{namespace}\""));
+            }
+            None => {
+                return Err(format!(
+                    "namespace \"{namespace}\" is unknown, or its action has not succeeded earlier in this execution"
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substitutes_known_variables_and_names_unknown_ones() {
+        let mut namespaces = HashMap::new();
+        namespaces.insert(
+            "codepipeline".to_string(),
+            BTreeMap::from([("PipelineExecutionId".to_string(), "abc".to_string())]),
+        );
+        assert_eq!(
+            substitute("id=#{codepipeline.PipelineExecutionId}!", &namespaces).unwrap(),
+            "id=abc!"
+        );
+        assert!(substitute("#{Source.CommitId}", &namespaces).unwrap_err().contains("\"Source\""));
+        assert!(substitute("#{codepipeline.Nope}", &namespaces).unwrap_err().contains("\"Nope\""));
+    }
+
+    #[test]
+    fn selectors_need_every_label() {
+        let labels = BTreeMap::from([("os".to_string(), "linux".to_string()), ("arch".to_string(), "x86".to_string())]);
+        assert!(labels_match(&BTreeMap::new(), &labels));
+        assert!(labels_match(&BTreeMap::from([("os".into(), "linux".into())]), &labels));
+        assert!(!labels_match(&BTreeMap::from([("os".into(), "windows".into())]), &labels));
+    }
+}

@@ -1,0 +1,992 @@
+//! The SQLite store: the only module that touches rusqlite.
+//!
+//! One connection in WAL mode, guarded by a mutex. State transitions of attempts are
+//! compare-and-set statements on `(id, fencing_token, phase)`, so a stale agent can never
+//! overwrite a newer attempt. Migrations are numbered SQL files applied in order and
+//! recorded in `PRAGMA user_version`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+/// Schema migrations, applied in order. A shipped migration is never edited.
+const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("../migrations/0001_initial.sql"))];
+
+/// Errors from the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column could not be read back.
+    #[error("corrupt JSON in the database: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The thing asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database was written by a newer Sluice.
+    #[error("the database schema version {found} is newer than this build knows ({known}); upgrade Sluice")]
+    TooNew {
+        /// Version found in the file.
+        found: usize,
+        /// Newest version this build knows.
+        known: usize,
+    },
+}
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Attempt phases (internal), beside the CodePipeline status.
+pub mod phase {
+    /// Waiting for an agent.
+    pub const QUEUED: &str = "queued";
+    /// Offered to an agent, not yet accepted.
+    pub const OFFERED: &str = "offered";
+    /// Running on an agent.
+    pub const RUNNING: &str = "running";
+    /// Finished, one way or another.
+    pub const DONE: &str = "done";
+}
+
+/// The SQLite store.
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+/// A pipeline as listed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineSummary {
+    /// Name.
+    pub name: String,
+    /// Current version.
+    pub version: i64,
+    /// Created, ms since epoch.
+    pub created_at_ms: i64,
+    /// Last updated, ms since epoch.
+    pub updated_at_ms: i64,
+}
+
+/// One stored version of a pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineVersion {
+    /// Name.
+    pub name: String,
+    /// Version number.
+    pub version: i64,
+    /// Canonical JSON of the definition.
+    pub definition: String,
+    /// When this version was stored.
+    pub created_at_ms: i64,
+}
+
+/// An execution row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionRow {
+    /// Execution id (UUID).
+    pub id: String,
+    /// Creation order.
+    pub seq: i64,
+    /// Pipeline name.
+    pub pipeline_name: String,
+    /// Pipeline version the execution runs.
+    pub pipeline_version: i64,
+    /// InProgress, Succeeded, Failed.
+    pub status: String,
+    /// Why it is in this status, if there is more to say.
+    pub status_summary: Option<String>,
+    /// What started it.
+    pub trigger_type: String,
+    /// Who or what, in more detail.
+    pub trigger_detail: String,
+    /// Start, ms since epoch.
+    pub started_at_ms: i64,
+    /// End, ms since epoch.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// A stage execution row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StageRow {
+    /// Position of the stage in the pipeline.
+    pub stage_index: i64,
+    /// Stage name.
+    pub stage_name: String,
+    /// InProgress, Succeeded, Failed.
+    pub status: String,
+    /// Start.
+    pub started_at_ms: Option<i64>,
+    /// End.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// An action attempt row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRow {
+    /// Attempt id.
+    pub id: i64,
+    /// Execution id.
+    pub execution_id: String,
+    /// Stage position.
+    pub stage_index: i64,
+    /// Action name.
+    pub action_name: String,
+    /// Attempt number, from 1.
+    pub attempt: i64,
+    /// The action's runOrder.
+    pub run_order: i64,
+    /// InProgress, Succeeded, Failed.
+    pub status: String,
+    /// queued, offered, running, done.
+    pub phase: String,
+    /// Fencing token.
+    #[serde(skip)]
+    pub fencing_token: String,
+    /// Agent that holds or held it.
+    pub agent_id: Option<String>,
+    /// Lease end.
+    pub lease_expires_at_ms: Option<i64>,
+    /// Why it waits, while it waits.
+    pub waiting_reason: Option<String>,
+    /// Configuration with variables resolved.
+    pub resolved_configuration: BTreeMap<String, String>,
+    /// Output variables.
+    pub output_variables: BTreeMap<String, String>,
+    /// Summary on success.
+    pub summary: Option<String>,
+    /// Error on failure.
+    pub error: Option<String>,
+    /// Queued at.
+    pub queued_at_ms: i64,
+    /// Started at.
+    pub started_at_ms: Option<i64>,
+    /// Finished at.
+    pub finished_at_ms: Option<i64>,
+}
+
+/// An artifact row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactRow {
+    /// Artifact name.
+    pub name: String,
+    /// Hex sha256 of the archive.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// The attempt that produced it.
+    pub attempt_id: i64,
+}
+
+/// A log index row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRow {
+    /// Attempt id.
+    pub attempt_id: i64,
+    /// Path relative to the data dir.
+    pub path: String,
+    /// Bytes stored.
+    pub stored_length: i64,
+    /// Length the agent reported at the end.
+    pub reported_length: Option<i64>,
+    /// Whether the log arrived whole (None while running).
+    pub complete: Option<bool>,
+}
+
+/// An agent row.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRow {
+    /// Agent id.
+    pub id: String,
+    /// Host name the agent gave.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Parallel actions.
+    pub capacity: i64,
+    /// Software version.
+    pub version: Option<String>,
+    /// sha256 of its client certificate.
+    #[serde(skip)]
+    pub cert_fingerprint: String,
+    /// registered, online, offline, revoked.
+    pub state: String,
+    /// Joined at.
+    pub registered_at_ms: i64,
+    /// Last heartbeat.
+    pub last_heartbeat_ms: Option<i64>,
+}
+
+/// A new attempt to insert.
+pub struct NewAttempt<'a> {
+    /// Execution id.
+    pub execution_id: &'a str,
+    /// Stage position.
+    pub stage_index: i64,
+    /// Action name.
+    pub action_name: &'a str,
+    /// Attempt number.
+    pub attempt: i64,
+    /// runOrder.
+    pub run_order: i64,
+    /// Fencing token.
+    pub fencing_token: &'a str,
+    /// Resolved configuration.
+    pub resolved_configuration: &'a BTreeMap<String, String>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory store, for tests.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Store> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // WAL + NORMAL is durable against process crashes, which is what we promise;
+        // it saves an fsync per commit (the hot path of every state transition).
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection usable: every
+        // multi-statement change runs in a transaction that rolls back on drop.
+        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn migrate(&self) -> Result<()> {
+        let mut conn = self.conn();
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let current = current.max(0) as usize;
+        if current > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                found: current,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (index, (name, sql)) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(migration = name, "Applied database migration.");
+        }
+        Ok(())
+    }
+
+    // ---- pipelines -------------------------------------------------------------
+
+    /// Stores a new pipeline as version 1.
+    pub fn create_pipeline(&self, name: &str, definition: &str) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM pipelines WHERE name = ?1", [name], |_| Ok(true))
+            .optional()?
+            .unwrap_or(false);
+        if exists {
+            return Err(StoreError::Conflict(format!(
+                "pipeline \"{name}\" already exists; use `sluice pipeline update` to change it"
+            )));
+        }
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO pipelines (name, current_version, created_at_ms, updated_at_ms) VALUES (?1, 1, ?2, ?2)",
+            params![name, now],
+        )?;
+        tx.execute(
+            "INSERT INTO pipeline_versions (pipeline_name, version, definition, created_at_ms) VALUES (?1, 1, ?2, ?3)",
+            params![name, definition, now],
+        )?;
+        tx.commit()?;
+        Ok(1)
+    }
+
+    /// Stores a new version of an existing pipeline; old versions are kept.
+    pub fn update_pipeline(&self, name: &str, definition: &str) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let current: Option<i64> = tx
+            .query_row("SELECT current_version FROM pipelines WHERE name = ?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!(
+                "pipeline \"{name}\" does not exist; use `sluice pipeline create` first"
+            )));
+        };
+        let version = current + 1;
+        let now = now_ms();
+        tx.execute(
+            "INSERT INTO pipeline_versions (pipeline_name, version, definition, created_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, version, definition, now],
+        )?;
+        tx.execute(
+            "UPDATE pipelines SET current_version = ?2, updated_at_ms = ?3 WHERE name = ?1",
+            params![name, version, now],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// A pipeline's definition: the current version, or the one asked for.
+    pub fn pipeline_version(&self, name: &str, version: Option<i64>) -> Result<PipelineVersion> {
+        let conn = self.conn();
+        let row = match version {
+            Some(v) => conn
+                .query_row(
+                    "SELECT pipeline_name, version, definition, created_at_ms FROM pipeline_versions
+                     WHERE pipeline_name = ?1 AND version = ?2",
+                    params![name, v],
+                    pipeline_version_from_row,
+                )
+                .optional()?,
+            None => conn
+                .query_row(
+                    "SELECT v.pipeline_name, v.version, v.definition, v.created_at_ms
+                     FROM pipelines p JOIN pipeline_versions v
+                       ON v.pipeline_name = p.name AND v.version = p.current_version
+                     WHERE p.name = ?1",
+                    [name],
+                    pipeline_version_from_row,
+                )
+                .optional()?,
+        };
+        row.ok_or_else(|| match version {
+            Some(v) => StoreError::NotFound(format!("pipeline \"{name}\" has no version {v}")),
+            None => StoreError::NotFound(format!("pipeline \"{name}\" does not exist")),
+        })
+    }
+
+    /// All pipelines, by name.
+    pub fn list_pipelines(&self) -> Result<Vec<PipelineSummary>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, current_version, created_at_ms, updated_at_ms FROM pipelines ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(PipelineSummary {
+                name: r.get(0)?,
+                version: r.get(1)?,
+                created_at_ms: r.get(2)?,
+                updated_at_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---- executions ------------------------------------------------------------
+
+    /// Records a new execution (InProgress).
+    pub fn insert_execution(
+        &self,
+        id: &str,
+        pipeline: &str,
+        version: i64,
+        trigger_type: &str,
+        trigger_detail: &str,
+    ) -> Result<ExecutionRow> {
+        let conn = self.conn();
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO executions (id, seq, pipeline_name, pipeline_version, status, trigger_type, trigger_detail, started_at_ms)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executions), ?2, ?3, 'InProgress', ?4, ?5, ?6)",
+            params![id, pipeline, version, trigger_type, trigger_detail, now],
+        )?;
+        conn.query_row(EXECUTION_SELECT_BY_ID, [id], execution_from_row)
+            .map_err(StoreError::from)
+    }
+
+    /// One execution.
+    pub fn execution(&self, id: &str) -> Result<ExecutionRow> {
+        self.conn()
+            .query_row(EXECUTION_SELECT_BY_ID, [id], execution_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("execution \"{id}\" does not exist")))
+    }
+
+    /// Executions, newest first, optionally of one pipeline; `before_seq` pages back.
+    pub fn list_executions(
+        &self,
+        pipeline: Option<&str>,
+        before_seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<ExecutionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary, trigger_type,
+                    trigger_detail, started_at_ms, finished_at_ms
+             FROM executions
+             WHERE (?1 IS NULL OR pipeline_name = ?1) AND (?2 IS NULL OR seq < ?2)
+             ORDER BY seq DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![pipeline, before_seq, limit], execution_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Ids of executions still in progress, oldest first.
+    pub fn executions_in_progress(&self) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM executions WHERE status = 'InProgress' ORDER BY seq")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Sets an execution's status and summary; a terminal status also sets the end time.
+    pub fn set_execution_status(&self, id: &str, status: &str, summary: Option<&str>) -> Result<()> {
+        let finished = (status != "InProgress").then(now_ms);
+        self.conn().execute(
+            "UPDATE executions SET status = ?2, status_summary = ?3, finished_at_ms = COALESCE(?4, finished_at_ms) WHERE id = ?1",
+            params![id, status, summary, finished],
+        )?;
+        Ok(())
+    }
+
+    /// Sets only the summary of an execution (e.g. why it waits).
+    pub fn set_execution_summary(&self, id: &str, summary: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE executions SET status_summary = ?2 WHERE id = ?1 AND status = 'InProgress'",
+            params![id, summary],
+        )?;
+        Ok(())
+    }
+
+    // ---- stages ----------------------------------------------------------------
+
+    /// The stage executions of an execution, in pipeline order.
+    pub fn stages(&self, execution_id: &str) -> Result<Vec<StageRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms
+             FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            Ok(StageRow {
+                stage_index: r.get(0)?,
+                stage_name: r.get(1)?,
+                status: r.get(2)?,
+                started_at_ms: r.get(3)?,
+                finished_at_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Starts a stage execution.
+    pub fn insert_stage(&self, execution_id: &str, index: i64, name: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO stage_executions (execution_id, stage_index, stage_name, status, started_at_ms)
+             VALUES (?1, ?2, ?3, 'InProgress', ?4)",
+            params![execution_id, index, name, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Ends a stage execution.
+    pub fn finish_stage(&self, execution_id: &str, index: i64, status: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE stage_executions SET status = ?3, finished_at_ms = ?4 WHERE execution_id = ?1 AND stage_index = ?2",
+            params![execution_id, index, status, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    // ---- attempts --------------------------------------------------------------
+
+    /// Queues a new attempt of an action; returns its id.
+    pub fn insert_attempt(&self, new: &NewAttempt<'_>) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO action_attempts (execution_id, stage_index, action_name, attempt, run_order, status, phase,
+                                          fencing_token, resolved_configuration, queued_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'InProgress', 'queued', ?6, ?7, ?8)",
+            params![
+                new.execution_id,
+                new.stage_index,
+                new.action_name,
+                new.attempt,
+                new.run_order,
+                new.fencing_token,
+                serde_json::to_string(new.resolved_configuration)?,
+                now_ms()
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// One attempt.
+    pub fn attempt(&self, id: i64) -> Result<AttemptRow> {
+        self.conn()
+            .query_row(&format!("{ATTEMPT_SELECT} WHERE id = ?1"), [id], attempt_from_row)
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("attempt {id} does not exist")))
+    }
+
+    /// Every attempt of an execution, in stage, action and attempt order.
+    pub fn attempts(&self, execution_id: &str) -> Result<Vec<AttemptRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{ATTEMPT_SELECT} WHERE execution_id = ?1 ORDER BY stage_index, run_order, action_name, attempt"
+        ))?;
+        let rows = stmt.query_map([execution_id], attempt_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Attempts not yet done, oldest first (for a restart).
+    pub fn open_attempts(&self) -> Result<Vec<AttemptRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{ATTEMPT_SELECT} WHERE phase <> 'done' ORDER BY id"))?;
+        let rows = stmt.query_map([], attempt_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Compare-and-set of an attempt's phase: applies only if the token matches and the
+    /// phase is one of `from`. Returns whether it applied.
+    pub fn move_attempt(
+        &self,
+        id: i64,
+        token: &str,
+        from: &[&str],
+        to: &str,
+        agent_id: Option<&str>,
+        lease_expires_at_ms: Option<i64>,
+    ) -> Result<bool> {
+        let conn = self.conn();
+        let started = (to == phase::RUNNING).then(now_ms);
+        let changed = conn.execute(
+            "UPDATE action_attempts
+             SET phase = ?3, agent_id = ?4, lease_expires_at_ms = ?5, waiting_reason = NULL,
+                 started_at_ms = COALESCE(started_at_ms, ?6)
+             WHERE id = ?1 AND fencing_token = ?2 AND phase IN (SELECT value FROM json_each(?7))",
+            params![id, token, to, agent_id, lease_expires_at_ms, started, serde_json::to_string(from)?],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Ends an attempt if it is still open and the token matches. Returns whether it applied.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_attempt(
+        &self,
+        id: i64,
+        token: &str,
+        status: &str,
+        summary: Option<&str>,
+        error: Option<&str>,
+        output_variables: &BTreeMap<String, String>,
+        artifacts: &[(String, String, i64)],
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let changed = tx.execute(
+            "UPDATE action_attempts
+             SET status = ?3, phase = 'done', summary = ?4, error = ?5, output_variables = ?6,
+                 finished_at_ms = ?7, lease_expires_at_ms = NULL, waiting_reason = NULL
+             WHERE id = ?1 AND fencing_token = ?2 AND phase <> 'done'",
+            params![id, token, status, summary, error, serde_json::to_string(output_variables)?, now],
+        )?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        for (name, sha256, size) in artifacts {
+            tx.execute(
+                "INSERT OR REPLACE INTO artifacts (execution_id, name, sha256, size, attempt_id, created_at_ms)
+                 SELECT execution_id, ?2, ?3, ?4, id, ?5 FROM action_attempts WHERE id = ?1",
+                params![id, name, sha256, size, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Renews the lease of every open attempt an agent holds, and its heartbeat time.
+    pub fn renew_leases(&self, agent_id: &str, lease_expires_at_ms: i64) -> Result<()> {
+        let conn = self.conn();
+        conn.execute(
+            "UPDATE action_attempts SET lease_expires_at_ms = ?2
+             WHERE agent_id = ?1 AND phase IN ('offered', 'running')",
+            params![agent_id, lease_expires_at_ms],
+        )?;
+        conn.execute(
+            "UPDATE agents SET last_heartbeat_ms = ?2 WHERE id = ?1",
+            params![agent_id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Gives every held attempt a fresh lease (after a controller restart).
+    pub fn renew_all_leases(&self, lease_expires_at_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE action_attempts SET lease_expires_at_ms = ?1 WHERE phase IN ('offered', 'running')",
+            [lease_expires_at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Held attempts whose lease ran out.
+    pub fn expired_attempts(&self, now: i64) -> Result<Vec<AttemptRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{ATTEMPT_SELECT} WHERE phase IN ('offered', 'running') AND lease_expires_at_ms < ?1"
+        ))?;
+        let rows = stmt.query_map([now], attempt_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records why a queued attempt waits (None clears it).
+    pub fn set_waiting_reason(&self, id: i64, reason: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE action_attempts SET waiting_reason = ?2 WHERE id = ?1 AND phase = 'queued'",
+            params![id, reason],
+        )?;
+        Ok(())
+    }
+
+    // ---- artifacts and logs ----------------------------------------------------
+
+    /// The artifacts of an execution.
+    pub fn artifacts(&self, execution_id: &str) -> Result<Vec<ArtifactRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, sha256, size, attempt_id FROM artifacts WHERE execution_id = ?1 ORDER BY created_at_ms, name",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            Ok(ArtifactRow {
+                name: r.get(0)?,
+                sha256: r.get(1)?,
+                size: r.get(2)?,
+                attempt_id: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Registers the log file of an attempt (idempotent).
+    pub fn ensure_log(&self, attempt_id: i64, path: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT OR IGNORE INTO logs (attempt_id, path, stored_length) VALUES (?1, ?2, 0)",
+            params![attempt_id, path],
+        )?;
+        Ok(())
+    }
+
+    /// Records how many bytes of an attempt's log are stored.
+    pub fn set_log_length(&self, attempt_id: i64, stored_length: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE logs SET stored_length = ?2 WHERE attempt_id = ?1",
+            params![attempt_id, stored_length],
+        )?;
+        Ok(())
+    }
+
+    /// Records the agent's final word on a log and whether the stored copy matches it.
+    pub fn finish_log(&self, attempt_id: i64, length: i64, sha256: &str, complete: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE logs SET reported_length = ?2, reported_sha256 = ?3, complete = ?4 WHERE attempt_id = ?1",
+            params![attempt_id, length, sha256, complete],
+        )?;
+        Ok(())
+    }
+
+    /// The log index row of an attempt.
+    pub fn log(&self, attempt_id: i64) -> Result<Option<LogRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT attempt_id, path, stored_length, reported_length, complete FROM logs WHERE attempt_id = ?1",
+                [attempt_id],
+                |r| {
+                    Ok(LogRow {
+                        attempt_id: r.get(0)?,
+                        path: r.get(1)?,
+                        stored_length: r.get(2)?,
+                        reported_length: r.get(3)?,
+                        complete: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    // ---- agents and tokens -----------------------------------------------------
+
+    /// Stores a join token's hash.
+    pub fn insert_join_token(&self, sha256: &str, labels: &BTreeMap<String, String>, expires_at_ms: i64) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO join_tokens (token_sha256, labels, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![sha256, serde_json::to_string(labels)?, now_ms(), expires_at_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Uses up a join token and registers the agent, atomically. The error says why a
+    /// token was refused.
+    pub fn join_agent(&self, token_sha256: &str, agent: &AgentRow) -> Result<BTreeMap<String, String>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let token: Option<(String, i64, Option<i64>)> = tx
+            .query_row(
+                "SELECT labels, expires_at_ms, used_at_ms FROM join_tokens WHERE token_sha256 = ?1",
+                [token_sha256],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let now = now_ms();
+        let labels = match token {
+            None => return Err(StoreError::NotFound("the join token is not valid; create one with `sluice agent token create`".into())),
+            Some((_, _, Some(_))) => {
+                return Err(StoreError::Conflict(
+                    "the join token was already used; tokens are single-use, create a new one with `sluice agent token create`".into(),
+                ));
+            }
+            Some((_, expires, None)) if expires <= now => {
+                return Err(StoreError::Conflict(
+                    "the join token has expired; create a new one with `sluice agent token create`".into(),
+                ));
+            }
+            Some((labels, _, None)) => labels,
+        };
+        let mut merged: BTreeMap<String, String> = agent.labels.clone();
+        merged.extend(serde_json::from_str::<BTreeMap<String, String>>(&labels)?);
+        tx.execute(
+            "UPDATE join_tokens SET used_at_ms = ?2, used_by_agent = ?3 WHERE token_sha256 = ?1",
+            params![token_sha256, now, agent.id],
+        )?;
+        tx.execute(
+            "INSERT INTO agents (id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'registered', ?7)",
+            params![
+                agent.id,
+                agent.name,
+                serde_json::to_string(&merged)?,
+                agent.capacity,
+                agent.version,
+                agent.cert_fingerprint,
+                now
+            ],
+        )?;
+        tx.commit()?;
+        Ok(merged)
+    }
+
+    /// The agent whose client certificate has this fingerprint.
+    pub fn agent_by_fingerprint(&self, fingerprint: &str) -> Result<Option<AgentRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("{AGENT_SELECT} WHERE cert_fingerprint = ?1"),
+                [fingerprint],
+                agent_from_row,
+            )
+            .optional()?)
+    }
+
+    /// All agents.
+    pub fn list_agents(&self) -> Result<Vec<AgentRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!("{AGENT_SELECT} ORDER BY registered_at_ms"))?;
+        let rows = stmt.query_map([], agent_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records what an agent said in its Hello.
+    pub fn agent_connected(
+        &self,
+        id: &str,
+        labels: &BTreeMap<String, String>,
+        capacity: i64,
+        version: &str,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE agents SET labels = ?2, capacity = ?3, version = ?4, state = 'online', last_heartbeat_ms = ?5
+             WHERE id = ?1",
+            params![id, serde_json::to_string(labels)?, capacity, version, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Sets an agent's state.
+    pub fn set_agent_state(&self, id: &str, state: &str) -> Result<()> {
+        self.conn()
+            .execute("UPDATE agents SET state = ?2 WHERE id = ?1", params![id, state])?;
+        Ok(())
+    }
+
+    /// Marks every agent offline (at controller start, before any session exists).
+    pub fn mark_agents_offline(&self) -> Result<()> {
+        self.conn()
+            .execute("UPDATE agents SET state = 'offline' WHERE state = 'online'", [])?;
+        Ok(())
+    }
+
+    /// Stores an API token's hash.
+    pub fn insert_api_token(&self, sha256: &str, name: &str) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO api_tokens (token_sha256, name, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![sha256, name, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The name of the API token with this hash, if it exists.
+    pub fn api_token(&self, sha256: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row("SELECT name FROM api_tokens WHERE token_sha256 = ?1", [sha256], |r| r.get(0))
+            .optional()?)
+    }
+}
+
+const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary,
+    trigger_type, trigger_detail, started_at_ms, finished_at_ms FROM executions WHERE id = ?1";
+
+const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
+    fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
+    summary, error, queued_at_ms, started_at_ms, finished_at_ms FROM action_attempts";
+
+const AGENT_SELECT: &str = "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
+    last_heartbeat_ms FROM agents";
+
+fn pipeline_version_from_row(r: &Row<'_>) -> rusqlite::Result<PipelineVersion> {
+    Ok(PipelineVersion {
+        name: r.get(0)?,
+        version: r.get(1)?,
+        definition: r.get(2)?,
+        created_at_ms: r.get(3)?,
+    })
+}
+
+fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
+    Ok(ExecutionRow {
+        id: r.get(0)?,
+        seq: r.get(1)?,
+        pipeline_name: r.get(2)?,
+        pipeline_version: r.get(3)?,
+        status: r.get(4)?,
+        status_summary: r.get(5)?,
+        trigger_type: r.get(6)?,
+        trigger_detail: r.get(7)?,
+        started_at_ms: r.get(8)?,
+        finished_at_ms: r.get(9)?,
+    })
+}
+
+fn json_map(r: &Row<'_>, index: usize) -> rusqlite::Result<BTreeMap<String, String>> {
+    let text: Option<String> = r.get(index)?;
+    match text {
+        None => Ok(BTreeMap::new()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))),
+    }
+}
+
+fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
+    Ok(AttemptRow {
+        id: r.get(0)?,
+        execution_id: r.get(1)?,
+        stage_index: r.get(2)?,
+        action_name: r.get(3)?,
+        attempt: r.get(4)?,
+        run_order: r.get(5)?,
+        status: r.get(6)?,
+        phase: r.get(7)?,
+        fencing_token: r.get(8)?,
+        agent_id: r.get(9)?,
+        lease_expires_at_ms: r.get(10)?,
+        waiting_reason: r.get(11)?,
+        resolved_configuration: json_map(r, 12)?,
+        output_variables: json_map(r, 13)?,
+        summary: r.get(14)?,
+        error: r.get(15)?,
+        queued_at_ms: r.get(16)?,
+        started_at_ms: r.get(17)?,
+        finished_at_ms: r.get(18)?,
+    })
+}
+
+fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
+    Ok(AgentRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        labels: json_map(r, 2)?,
+        capacity: r.get(3)?,
+        version: r.get(4)?,
+        cert_fingerprint: r.get(5)?,
+        state: r.get(6)?,
+        registered_at_ms: r.get(7)?,
+        last_heartbeat_ms: r.get(8)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipeline_versions_are_kept() {
+        let store = Store::open_in_memory().unwrap();
+        assert_eq!(store.create_pipeline("p", "{\"v\":1}").unwrap(), 1);
+        assert!(matches!(store.create_pipeline("p", "{}"), Err(StoreError::Conflict(_))));
+        assert_eq!(store.update_pipeline("p", "{\"v\":2}").unwrap(), 2);
+        assert_eq!(store.pipeline_version("p", None).unwrap().definition, "{\"v\":2}");
+        assert_eq!(store.pipeline_version("p", Some(1)).unwrap().definition, "{\"v\":1}");
+    }
+
+    #[test]
+    fn stale_fencing_token_changes_nothing() {
+        let store = Store::open_in_memory().unwrap();
+        store.create_pipeline("p", "{}").unwrap();
+        store.insert_execution("e1", "p", 1, "StartPipelineExecution", "test").unwrap();
+        let config = BTreeMap::new();
+        let id = store
+            .insert_attempt(&NewAttempt {
+                execution_id: "e1",
+                stage_index: 0,
+                action_name: "a",
+                attempt: 1,
+                run_order: 1,
+                fencing_token: "good",
+                resolved_configuration: &config,
+            })
+            .unwrap();
+        assert!(!store.move_attempt(id, "bad", &[phase::QUEUED], phase::OFFERED, None, None).unwrap());
+        assert!(store.move_attempt(id, "good", &[phase::QUEUED], phase::OFFERED, None, None).unwrap());
+        let vars = BTreeMap::new();
+        assert!(!store.finish_attempt(id, "bad", "Succeeded", None, None, &vars, &[]).unwrap());
+        assert!(store.finish_attempt(id, "good", "Failed", None, Some("x"), &vars, &[]).unwrap());
+        assert!(!store.finish_attempt(id, "good", "Succeeded", None, None, &vars, &[]).unwrap());
+        assert_eq!(store.attempt(id).unwrap().status, "Failed");
+    }
+}

@@ -1,0 +1,246 @@
+//! The pipeline model. Its serde form is Sluice's canonical JSON, which [`crate::parse`]
+//! accepts back.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A pipeline: stages that run one after another, each holding actions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Pipeline {
+    /// Unique name: 1–100 of `A-Za-z0-9.@-_`.
+    pub name: String,
+    /// What happens when a run starts while another is in progress.
+    #[serde(default)]
+    pub execution_mode: ExecutionMode,
+    /// `V1` or `V2`, as given; stored but without effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline_type: Option<String>,
+    /// Pipeline-level variables, overridable when a run is started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<Variable>,
+    /// The stages, in order; the first holds only Source actions.
+    pub stages: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// The canonical JSON form (pretty-printed); `parse` reads it back to an equal pipeline.
+    pub fn to_json(&self) -> String {
+        // Only strings, integers, lists and string-keyed maps: serialising cannot fail.
+        serde_json::to_string_pretty(self).expect("pipeline serialises to JSON")
+    }
+
+    /// The action named `action` in the stage named `stage`.
+    pub fn action(&self, stage: &str, action: &str) -> Option<&Action> {
+        self.stages
+            .iter()
+            .find(|s| s.name == stage)?
+            .actions
+            .iter()
+            .find(|a| a.name == action)
+    }
+}
+
+/// A pipeline-level variable, referenced as `#{variables.NAME}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Variable {
+    /// 1–128 of `A-Za-z0-9@-_`.
+    pub name: String,
+    /// Value used when a run does not override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_value: Option<String>,
+    /// Free text for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A stage: its actions run by `runOrder`, equal numbers in parallel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Stage {
+    /// Unique within the pipeline.
+    pub name: String,
+    /// 1–50 actions.
+    pub actions: Vec<Action>,
+}
+
+/// One action: a provider invocation with its configuration and artifacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Action {
+    /// Unique within the stage.
+    pub name: String,
+    /// Which provider runs the action.
+    pub action_type_id: ActionTypeId,
+    /// 1–999; actions with the same number run in parallel.
+    #[serde(default = "default_run_order")]
+    pub run_order: u32,
+    /// Provider settings; values may contain `#{namespace.variable}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, String>,
+    /// Names of artifacts produced by earlier actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "artifacts")]
+    pub input_artifacts: Vec<String>,
+    /// Names of artifacts this action produces, unique in the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "artifacts")]
+    pub output_artifacts: Vec<String>,
+    /// Namespace under which the action's output variables are visible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Time limit for the action, 1–86400 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_in_minutes: Option<u32>,
+    /// Sluice extension: labels an agent must have (all of them) to run this action.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent: BTreeMap<String, String>,
+}
+
+pub(crate) fn default_run_order() -> u32 {
+    1
+}
+
+/// Identifies a provider in the [`crate::Catalog`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActionTypeId {
+    /// Kind of action.
+    pub category: Category,
+    /// `Sluice` for built-in providers.
+    #[serde(default = "default_owner")]
+    pub owner: String,
+    /// Provider name, e.g. `git` or `commands`.
+    pub provider: String,
+    /// Provider version, a string such as `"1"`.
+    #[serde(default = "default_version")]
+    pub version: String,
+}
+
+pub(crate) fn default_owner() -> String {
+    "Sluice".to_owned()
+}
+
+pub(crate) fn default_version() -> String {
+    "1".to_owned()
+}
+
+/// The category of an action, written as these exact words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[allow(missing_docs)] // the variant names are the documentation
+pub enum Category {
+    Source,
+    Build,
+    Test,
+    Deploy,
+    Approval,
+    Invoke,
+    Compute,
+}
+
+impl Category {
+    /// Every category, in declaration order.
+    pub const ALL: [Category; 7] = [
+        Category::Source,
+        Category::Build,
+        Category::Test,
+        Category::Deploy,
+        Category::Approval,
+        Category::Invoke,
+        Category::Compute,
+    ];
+
+    /// The category's name as written in definitions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Source => "Source",
+            Category::Build => "Build",
+            Category::Test => "Test",
+            Category::Deploy => "Deploy",
+            Category::Approval => "Approval",
+            Category::Invoke => "Invoke",
+            Category::Compute => "Compute",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How runs that overlap are handled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ExecutionMode {
+    /// A newer run overtakes an older one waiting between stages (the default).
+    #[default]
+    Superseded,
+    /// Runs wait for each other, in order.
+    Queued,
+    /// Runs proceed independently of each other.
+    Parallel,
+}
+
+impl ExecutionMode {
+    /// Every mode, in declaration order.
+    pub const ALL: [ExecutionMode; 3] = [
+        ExecutionMode::Superseded,
+        ExecutionMode::Queued,
+        ExecutionMode::Parallel,
+    ];
+
+    /// The mode's name as written in definitions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionMode::Superseded => "SUPERSEDED",
+            ExecutionMode::Queued => "QUEUED",
+            ExecutionMode::Parallel => "PARALLEL",
+        }
+    }
+}
+
+impl fmt::Display for ExecutionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Artifact lists are `[{"name": ...}]` in JSON (plain strings are accepted too).
+mod artifacts {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize)]
+    struct NameRef<'a> {
+        name: &'a str,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Named {
+        name: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Artifact {
+        Plain(String),
+        Named(Named),
+    }
+
+    pub fn serialize<S: Serializer>(names: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(names.iter().map(|name| NameRef { name }))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        let items = Vec::<Artifact>::deserialize(d)?;
+        Ok(items
+            .into_iter()
+            .map(|item| match item {
+                Artifact::Plain(name) | Artifact::Named(Named { name }) => name,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,302 @@
+//! Wire messages between the Sluice controller and its agents.
+//!
+//! # The session
+//!
+//! An agent holds one WebSocket to `wss://<controller>/api/v1/agents/connect`, over TLS
+//! with the agent's client certificate. Every WebSocket text frame carries one JSON
+//! message: [`AgentMessage`] from the agent, [`ControllerMessage`] from the controller.
+//!
+//! 1. The agent sends [`AgentMessage::Hello`] with the protocol range it speaks, its
+//!    labels, its capacity and the attempts it still runs (after a reconnect).
+//! 2. The controller answers [`ControllerMessage::Welcome`] with the chosen protocol
+//!    version and the heartbeat interval and lease length the agent must respect, or
+//!    [`ControllerMessage::Refused`] and closes.
+//! 3. The agent sends [`AgentMessage::Heartbeat`] every `heartbeat_interval_ms`. Each one
+//!    renews the lease of every attempt the agent holds. An attempt whose lease runs out
+//!    fails as "agent lost".
+//! 4. The controller pushes [`ControllerMessage::Offer`] while the agent has free
+//!    capacity. The agent answers [`AgentMessage::Accept`] and starts, or
+//!    [`AgentMessage::Reject`] and the attempt goes back to the queue.
+//! 5. While the action runs, the agent streams [`AgentMessage::Log`] chunks with byte
+//!    offsets; the controller appends them to the log file and acknowledges with
+//!    [`ControllerMessage::LogAck`].
+//! 6. Output artifacts are uploaded over plain HTTPS (`PUT /api/v1/blobs/{sha256}`), not
+//!    over the session, then the agent reports [`AgentMessage::Finished`] with the
+//!    artifacts' digests and the log's length and sha256.
+//!
+//! Every message about an attempt carries its `attempt_id` and `fencing_token`. The
+//! controller applies a report only if both match the current attempt; a stale report is
+//! answered with [`ControllerMessage::Stale`] and changes nothing.
+
+#![deny(missing_docs)]
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The newest protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The oldest protocol version this build still speaks.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// The path of the agent session endpoint on the controller.
+pub const CONNECT_PATH: &str = "/api/v1/agents/connect";
+
+/// A message from an agent to the controller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First message of a session.
+    Hello {
+        /// Oldest protocol version the agent speaks.
+        protocol_min: u32,
+        /// Newest protocol version the agent speaks.
+        protocol_max: u32,
+        /// The agent's software version.
+        agent_version: String,
+        /// Labels that action selectors match against.
+        labels: BTreeMap<String, String>,
+        /// How many actions the agent runs at once.
+        capacity: u32,
+        /// Attempts the agent is still running from an earlier session.
+        running: Vec<AttemptRef>,
+    },
+    /// Liveness; renews the lease of every attempt the agent holds.
+    Heartbeat {
+        /// Attempts the agent is running right now.
+        running: Vec<AttemptRef>,
+    },
+    /// The agent took an offered attempt and starts it.
+    Accept(AttemptRef),
+    /// The agent cannot take an offered attempt; it goes back to the queue.
+    Reject {
+        /// The attempt offered.
+        attempt: AttemptRef,
+        /// Why, for the execution history.
+        reason: String,
+    },
+    /// A chunk of the attempt's log.
+    Log {
+        /// The attempt the log belongs to.
+        attempt: AttemptRef,
+        /// Byte offset of `data` in the attempt's log.
+        offset: u64,
+        /// The bytes, as UTF-8 (invalid sequences replaced before offsets are counted).
+        data: String,
+    },
+    /// The attempt ended. Sent after its artifacts were uploaded.
+    Finished {
+        /// The attempt that ended.
+        attempt: AttemptRef,
+        /// How it ended.
+        outcome: Outcome,
+        /// Total length of the attempt's log in bytes.
+        log_length: u64,
+        /// Hex sha256 of the whole log, so the controller can tell a complete log from one with gaps.
+        log_sha256: String,
+    },
+}
+
+/// A message from the controller to an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControllerMessage {
+    /// Answer to a Hello that was accepted.
+    Welcome {
+        /// The protocol version both sides use for this session.
+        protocol: u32,
+        /// The agent's id in the controller.
+        agent_id: String,
+        /// How often the agent must send a heartbeat.
+        heartbeat_interval_ms: u64,
+        /// How long an attempt survives without a heartbeat before it fails as lost.
+        lease_ttl_ms: u64,
+    },
+    /// The session is refused; the controller closes it after this message.
+    Refused {
+        /// What was wrong and what to do.
+        message: String,
+    },
+    /// An attempt for the agent to run.
+    Offer(Box<Job>),
+    /// The controller stored the log up to `offset`.
+    LogAck {
+        /// The attempt.
+        attempt_id: i64,
+        /// Bytes stored so far.
+        offset: u64,
+    },
+    /// The controller recorded the attempt's result.
+    FinishAck {
+        /// The attempt.
+        attempt_id: i64,
+    },
+    /// A report was about an attempt that is no longer current (wrong fencing token or
+    /// already finished); it changed nothing and the agent should drop the attempt.
+    Stale {
+        /// The attempt.
+        attempt_id: i64,
+        /// Why the report was refused.
+        message: String,
+    },
+    /// Stop running an attempt.
+    Cancel {
+        /// The attempt.
+        attempt_id: i64,
+        /// Why, for the log.
+        reason: String,
+    },
+}
+
+/// Identifies one attempt of one action and fences stale reporters out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AttemptRef {
+    /// The attempt's id in the controller.
+    pub attempt_id: i64,
+    /// A random token; only the holder of the current attempt's token may report on it.
+    pub fencing_token: String,
+}
+
+/// Everything an agent needs to run one action attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    /// The attempt.
+    pub attempt: AttemptRef,
+    /// The attempt number of this action in this execution, from 1.
+    pub attempt_number: u32,
+    /// Pipeline name.
+    pub pipeline: String,
+    /// Execution id.
+    pub execution_id: String,
+    /// Stage name.
+    pub stage: String,
+    /// Action name.
+    pub action: String,
+    /// Which plugin runs the action.
+    pub action_type: ActionType,
+    /// The action's configuration, variables resolved.
+    pub configuration: BTreeMap<String, String>,
+    /// Input artifacts to download, in declaration order.
+    pub inputs: Vec<ArtifactRef>,
+    /// Names of the output artifacts to produce.
+    pub outputs: Vec<String>,
+    /// How long the action may run.
+    pub timeout_secs: u64,
+}
+
+/// Which provider runs an action (CodePipeline's `actionTypeId`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActionType {
+    /// Source, Build, Test, Deploy, Invoke.
+    pub category: String,
+    /// Owner, "Sluice" for built-in providers.
+    pub owner: String,
+    /// Provider name, e.g. "git".
+    pub provider: String,
+    /// Provider version, e.g. "1".
+    pub version: String,
+}
+
+/// A stored artifact: a tar archive addressed by its sha256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    /// Artifact name in the pipeline.
+    pub name: String,
+    /// Hex sha256 of the archive.
+    pub sha256: String,
+    /// Size of the archive in bytes.
+    pub size: u64,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "PascalCase")]
+pub enum Outcome {
+    /// The action succeeded.
+    Succeeded {
+        /// One line for the history.
+        summary: String,
+        /// Output variables the action set.
+        output_variables: BTreeMap<String, String>,
+        /// Output artifacts, already uploaded.
+        artifacts: Vec<ArtifactRef>,
+    },
+    /// The action failed.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Errors decoding a wire message.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The frame was not a message of this protocol.
+    #[error("malformed protocol message: {0}")]
+    Malformed(#[from] serde_json::Error),
+}
+
+impl AgentMessage {
+    /// Encodes the message as one JSON text frame.
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    /// Decodes a text frame.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+impl ControllerMessage {
+    /// Encodes the message as one JSON text frame.
+    pub fn encode(&self) -> String {
+        encode(self)
+    }
+
+    /// Decodes a text frame.
+    pub fn decode(text: &str) -> Result<Self, Error> {
+        Ok(serde_json::from_str(text)?)
+    }
+}
+
+fn encode<T: Serialize>(message: &T) -> String {
+    // Serialising these types cannot fail: every map key is a string and no
+    // Serialize impl is hand-written.
+    serde_json::to_string(message).unwrap_or_else(|err| format!("{{\"encode_error\":\"{err}\"}}"))
+}
+
+/// Picks the protocol version for a session, if the ranges overlap.
+pub fn negotiate(agent_min: u32, agent_max: u32) -> Option<u32> {
+    let version = agent_max.min(PROTOCOL_VERSION);
+    (version >= agent_min.max(MIN_PROTOCOL_VERSION)).then_some(version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_as_tagged_json() {
+        let message = AgentMessage::Finished {
+            attempt: AttemptRef {
+                attempt_id: 7,
+                fencing_token: "abc".into(),
+            },
+            outcome: Outcome::Failed {
+                message: "boom".into(),
+            },
+            log_length: 3,
+            log_sha256: "00".into(),
+        };
+        let text = message.encode();
+        assert!(text.contains("\"type\":\"finished\""), "{text}");
+        assert_eq!(AgentMessage::decode(&text).unwrap(), message);
+    }
+
+    #[test]
+    fn negotiation_picks_the_newest_common_version() {
+        assert_eq!(negotiate(1, 5), Some(PROTOCOL_VERSION));
+        assert_eq!(negotiate(PROTOCOL_VERSION + 1, PROTOCOL_VERSION + 3), None);
+    }
+}
