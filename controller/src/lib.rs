@@ -185,6 +185,20 @@ impl Controller {
         Ok(token)
     }
 
+    /// Makes a single-use join token for an agent (only its hash is stored).
+    pub fn create_join_token(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+        ttl: std::time::Duration,
+    ) -> Result<String, store::StoreError> {
+        let token = api::new_secret("sjt");
+        let expires = store::now_ms() + ttl.as_millis() as i64;
+        self.engine
+            .store()
+            .insert_join_token(&api::hash_secret(&token), labels, expires)?;
+        Ok(token)
+    }
+
     /// Whether an API token is valid.
     pub fn api_token_is_valid(&self, token: &str) -> bool {
         matches!(self.engine.store().api_token(&api::hash_secret(token)), Ok(Some(_)))

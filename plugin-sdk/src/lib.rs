@@ -1,0 +1,288 @@
+//! The Sluice plugin SDK: what an action plugin is written against.
+//!
+//! A plugin is a `cdylib` crate built for `wasm32-wasip2`. It implements [`Guest`] and
+//! exports itself with [`export_plugin!`]:
+//!
+//! ```ignore
+//! use sluice_plugin_sdk::{ActionContext, ActionError, ActionOutcome, Context, Guest};
+//!
+//! struct Hello;
+//!
+//! impl Guest for Hello {
+//!     fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
+//!         let ctx = Context::new(ctx);
+//!         let name = ctx.require("Name")?;
+//!         sluice_plugin_sdk::log::info(&format!("hello, {name}"));
+//!         sluice_plugin_sdk::set_output_variable("Greeted", name).map_err(ActionError::Failed)?;
+//!         Ok(ActionOutcome { summary: format!("greeted {name}") })
+//!     }
+//! }
+//!
+//! sluice_plugin_sdk::export_plugin!(Hello);
+//! ```
+//!
+//! The plugin sees one directory, the action workspace, as `/workspace`: inputs are
+//! unpacked under `/workspace/inputs/<name>`, outputs are filled under
+//! `/workspace/outputs/<name>`, and `/workspace/tmp` is scratch space. It has no
+//! environment and no network; programs run through [`exec`], and only those the
+//! plugin's manifest lists (and the operator granted) may run.
+
+use std::collections::BTreeMap;
+
+/// The generated guest bindings of `sluice:plugin@0.1.0` (world `action-plugin`).
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "action-plugin",
+        path: "wit",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "sluice_plugin_sdk::bindings",
+    });
+}
+
+pub use bindings::sluice::plugin::types::{Artifact, ExecRequest, ExecResult, LogLevel};
+pub use bindings::{ActionContext, ActionError, ActionOutcome, Guest, export_plugin};
+
+/// Lines for the action log.
+pub mod log {
+    use crate::bindings::sluice::plugin::host;
+    use crate::bindings::sluice::plugin::types::LogLevel;
+
+    /// Writes a debug line.
+    pub fn debug(message: &str) {
+        host::log(LogLevel::Debug, message);
+    }
+
+    /// Writes an informational line.
+    pub fn info(message: &str) {
+        host::log(LogLevel::Info, message);
+    }
+
+    /// Writes a warning line (shown with a `WARN` prefix).
+    pub fn warn(message: &str) {
+        host::log(LogLevel::Warn, message);
+    }
+
+    /// Writes an error line (shown with an `ERROR` prefix).
+    pub fn error(message: &str) {
+        host::log(LogLevel::Error, message);
+    }
+}
+
+/// Runs a granted program on the agent and waits for it; see [`Command`] for a builder.
+///
+/// `args` and `env` values that start with `/workspace` are translated to the real
+/// workspace location by the host; `cwd` must lie inside `/workspace` (default: `/workspace`).
+/// The program's output goes to the action log as it runs; the result holds its exit
+/// code and the last 64 KiB of each stream. `Err` means the program could not run at all
+/// (not granted, not found, bad working directory).
+pub fn exec(
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    cwd: Option<&str>,
+) -> Result<ExecResult, String> {
+    let request = ExecRequest {
+        program: program.to_string(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        cwd: cwd.map(str::to_string),
+    };
+    bindings::sluice::plugin::host::exec(&request)
+}
+
+/// A builder for [`exec`].
+#[derive(Debug, Clone)]
+pub struct Command {
+    request: ExecRequest,
+}
+
+impl Command {
+    /// A command running `program` (a name looked up on the agent's PATH) with no
+    /// arguments, no extra environment and `/workspace` as working directory.
+    pub fn new(program: &str) -> Command {
+        Command {
+            request: ExecRequest {
+                program: program.to_string(),
+                args: Vec::new(),
+                env: Vec::new(),
+                cwd: None,
+            },
+        }
+    }
+
+    /// Adds one argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Command {
+        self.request.args.push(arg.into());
+        self
+    }
+
+    /// Adds several arguments.
+    pub fn args<I, S>(mut self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.request.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets one environment variable of the child.
+    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Command {
+        self.request.env.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the working directory (a path under `/workspace`).
+    pub fn cwd(mut self, dir: impl Into<String>) -> Command {
+        self.request.cwd = Some(dir.into());
+        self
+    }
+
+    /// Runs the program and waits for it.
+    pub fn run(&self) -> Result<ExecResult, String> {
+        bindings::sluice::plugin::host::exec(&self.request)
+    }
+
+    /// Runs the program and turns a failure to start or a non-zero exit into
+    /// [`ActionError::Failed`], naming `what` and the last line of standard error.
+    pub fn run_checked(&self, what: &str) -> Result<ExecResult, ActionError> {
+        let result = self
+            .run()
+            .map_err(|e| ActionError::Failed(format!("{what}: {e}")))?;
+        if result.exit_code != 0 {
+            return Err(ActionError::Failed(format!(
+                "{what}: {} exited with status {}{}",
+                self.request.program,
+                result.exit_code,
+                last_line_suffix(&result.stderr_tail)
+            )));
+        }
+        Ok(result)
+    }
+}
+
+/// `": <last non-empty line>"` of `text`, or `""` if it has none.
+pub fn last_line_suffix(text: &str) -> String {
+    match text.lines().rev().map(str::trim).find(|l| !l.is_empty()) {
+        Some(line) => format!(": {line}"),
+        None => String::new(),
+    }
+}
+
+/// Sets an output variable of the action, visible to later actions as
+/// `#{Namespace.Name}`. Names are 1–128 characters of `A-Z a-z 0-9 _ -`; a value is at
+/// most 100 KiB, and all of an action's variables together at most 122,880 bytes.
+pub fn set_output_variable(name: &str, value: &str) -> Result<(), String> {
+    bindings::sluice::plugin::host::set_output_variable(name, value)
+}
+
+/// The action context with lookups by name.
+#[derive(Debug, Clone)]
+pub struct Context {
+    inner: ActionContext,
+    config: BTreeMap<String, String>,
+}
+
+impl Context {
+    /// Wraps the context the host passed to `run`.
+    pub fn new(inner: ActionContext) -> Context {
+        let config = inner.config.iter().cloned().collect();
+        Context { inner, config }
+    }
+
+    /// The raw context.
+    pub fn raw(&self) -> &ActionContext {
+        &self.inner
+    }
+
+    /// A configuration value, if set and not blank.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.config
+            .get(key)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A configuration value, or [`ActionError::InvalidConfig`] naming the key.
+    pub fn require(&self, key: &str) -> Result<&str, ActionError> {
+        self.config(key).ok_or_else(|| {
+            ActionError::InvalidConfig(format!("configuration key {key} is required"))
+        })
+    }
+
+    /// The path of the input artifact called `name`, e.g. `/workspace/inputs/SourceOut`.
+    pub fn input(&self, name: &str) -> Option<&str> {
+        find_artifact(&self.inner.inputs, name)
+    }
+
+    /// The path of the first (primary) input artifact.
+    pub fn primary_input(&self) -> Option<&str> {
+        self.inner.inputs.first().map(|a| a.path.as_str())
+    }
+
+    /// The path of the output artifact called `name`, e.g. `/workspace/outputs/BuildOut`.
+    pub fn output(&self, name: &str) -> Option<&str> {
+        find_artifact(&self.inner.outputs, name)
+    }
+
+    /// The path of the first output artifact.
+    pub fn primary_output(&self) -> Option<&str> {
+        self.inner.outputs.first().map(|a| a.path.as_str())
+    }
+
+    /// Input artifacts in declaration order.
+    pub fn inputs(&self) -> &[Artifact] {
+        &self.inner.inputs
+    }
+
+    /// Output artifacts in declaration order.
+    pub fn outputs(&self) -> &[Artifact] {
+        &self.inner.outputs
+    }
+
+    /// The pipeline's name.
+    pub fn pipeline(&self) -> &str {
+        &self.inner.pipeline
+    }
+
+    /// The pipeline execution id.
+    pub fn execution_id(&self) -> &str {
+        &self.inner.execution_id
+    }
+
+    /// The stage's name.
+    pub fn stage(&self) -> &str {
+        &self.inner.stage
+    }
+
+    /// The action's name.
+    pub fn action(&self) -> &str {
+        &self.inner.action
+    }
+
+    /// The category the action runs as: "Source", "Build", "Test", "Deploy" or "Invoke".
+    pub fn category(&self) -> &str {
+        &self.inner.category
+    }
+
+    /// The workspace root as the plugin sees it (`/workspace`).
+    pub fn workspace(&self) -> &str {
+        &self.inner.workspace
+    }
+
+    /// Scratch space inside the workspace (`/workspace/tmp`), created by the host.
+    pub fn tmp_dir(&self) -> String {
+        format!("{}/tmp", self.inner.workspace)
+    }
+}
+
+fn find_artifact<'a>(artifacts: &'a [Artifact], name: &str) -> Option<&'a str> {
+    artifacts
+        .iter()
+        .find(|a| a.name == name)
+        .map(|a| a.path.as_str())
+}

@@ -1,0 +1,62 @@
+//! A test-only plugin that does, on request, what a plugin should not get away with.
+//! Used by `agent/tests/plugin_host.rs`; never embedded in the agent.
+
+use sluice_plugin_sdk::{
+    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin,
+    set_output_variable,
+};
+
+struct Probe;
+
+impl Guest for Probe {
+    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
+        let ctx = Context::new(ctx);
+        let summary = match ctx.require("Mode")? {
+            "noop" => "nothing done".to_string(),
+            "exec" => {
+                let mut cmd = Command::new(ctx.require("Program")?)
+                    .args(ctx.config("Args").unwrap_or("").lines());
+                if let Some(cwd) = ctx.config("Cwd") {
+                    cmd = cmd.cwd(cwd);
+                }
+                let r = cmd.run().map_err(ActionError::Failed)?;
+                format!("exit {}: {}", r.exit_code, r.stdout_tail.trim())
+            }
+            "panic" => {
+                eprintln!("about to panic");
+                panic!("the probe panicked on purpose")
+            }
+            "loop" => {
+                let mut x: u64 = 1;
+                loop {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            }
+            "alloc" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(vec![1u8; 1 << 20]);
+                    std::hint::black_box(&hoard);
+                }
+            }
+            "exit" => std::process::exit(7),
+            "read" => {
+                let path = ctx.require("Cwd")?;
+                match std::fs::read_to_string(path) {
+                    Ok(text) => format!("read {} bytes", text.len()),
+                    Err(e) => return Err(ActionError::Failed(format!("cannot read {path}: {e}"))),
+                }
+            }
+            "var" => {
+                let name = ctx.require("Name")?;
+                let size: usize = ctx.require("Size")?.parse().unwrap_or(0);
+                set_output_variable(name, &"v".repeat(size)).map_err(ActionError::Failed)?;
+                format!("set {name}")
+            }
+            other => return Err(ActionError::InvalidConfig(format!("unknown Mode {other}"))),
+        };
+        Ok(ActionOutcome { summary })
+    }
+}
+
+export_plugin!(Probe);
