@@ -71,7 +71,9 @@ pub fn pack(dir: &Path, archive: &Path) -> Result<(String, u64), ArtifactError> 
                 .map_err(io(&path))?;
         } else {
             let file = std::fs::File::open(&path).map_err(io(&path))?;
-            builder.append_data(&mut header, &relative, file).map_err(io(&path))?;
+            builder
+                .append_data(&mut header, &relative, file)
+                .map_err(io(&path))?;
         }
     }
     let writer = builder.into_inner().map_err(io(archive))?;
@@ -83,7 +85,10 @@ fn collect(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), Artifa
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
-        let relative = path.strip_prefix(root).map(Path::to_owned).unwrap_or_else(|_| path.clone());
+        let relative = path
+            .strip_prefix(root)
+            .map(Path::to_owned)
+            .unwrap_or_else(|_| path.clone());
         let kind = entry.file_type().map_err(io(&path))?;
         out.push(relative);
         if kind.is_dir() {
@@ -130,11 +135,9 @@ pub async fn download(
     dest: &Path,
 ) -> Result<(), ArtifactError> {
     let url = format!("{controller_url}/api/v1/blobs/{}", artifact.sha256);
-    let response = client
-        .get(&url)
-        .send()
-        .await
-        .map_err(|e| ArtifactError::Transfer(format!("downloading artifact \"{}\": {e}", artifact.name)))?;
+    let response = client.get(&url).send().await.map_err(|e| {
+        ArtifactError::Transfer(format!("downloading artifact \"{}\": {e}", artifact.name))
+    })?;
     if !response.status().is_success() {
         let message = crate::client::error_message(response).await;
         return Err(ArtifactError::Transfer(format!(
@@ -147,8 +150,9 @@ pub async fn download(
     let mut size = 0u64;
     let mut body = response.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk =
-            chunk.map_err(|e| ArtifactError::Transfer(format!("downloading artifact \"{}\": {e}", artifact.name)))?;
+        let chunk = chunk.map_err(|e| {
+            ArtifactError::Transfer(format!("downloading artifact \"{}\": {e}", artifact.name))
+        })?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
         file.write_all(&chunk).await.map_err(io(dest))?;
@@ -196,7 +200,9 @@ pub async fn upload(
         .map_err(|e| ArtifactError::Transfer(format!("uploading artifact \"{name}\": {e}")))?;
     if !response.status().is_success() {
         let message = crate::client::error_message(response).await;
-        return Err(ArtifactError::Transfer(format!("uploading artifact \"{name}\": {message}")));
+        return Err(ArtifactError::Transfer(format!(
+            "uploading artifact \"{name}\": {message}"
+        )));
     }
     Ok(())
 }
@@ -211,7 +217,11 @@ mod tests {
         let src = tempfile::tempdir().unwrap();
         std::fs::create_dir(src.path().join("bin")).unwrap();
         std::fs::write(src.path().join("bin/run.sh"), "#!/bin/sh\necho hi\n").unwrap();
-        std::fs::set_permissions(src.path().join("bin/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            src.path().join("bin/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         std::os::unix::fs::symlink("bin/run.sh", src.path().join("run")).unwrap();
         let out = tempfile::tempdir().unwrap();
         let (a, _) = pack(src.path(), &out.path().join("a.tar")).unwrap();
@@ -219,8 +229,14 @@ mod tests {
         assert_eq!(a, b);
         let dest = out.path().join("unpacked");
         unpack(&out.path().join("a.tar"), &dest).unwrap();
-        let mode = std::fs::metadata(dest.join("bin/run.sh")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dest.join("bin/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
-        assert_eq!(std::fs::read_link(dest.join("run")).unwrap(), Path::new("bin/run.sh"));
+        assert_eq!(
+            std::fs::read_link(dest.join("run")).unwrap(),
+            Path::new("bin/run.sh")
+        );
     }
 }

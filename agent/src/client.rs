@@ -64,7 +64,9 @@ pub struct StateDir {
 impl StateDir {
     /// The state dir at `root`.
     pub fn new(root: &Path) -> StateDir {
-        StateDir { root: root.to_owned() }
+        StateDir {
+            root: root.to_owned(),
+        }
     }
 
     /// The dir itself.
@@ -207,8 +209,9 @@ pub async fn join(state: &StateDir, request: JoinRequest<'_>) -> Result<Identity
         .text()
         .await
         .map_err(|e| ClientError::Http(format!("cannot read the controller's CA: {e}")))?;
-    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
-        .map_err(|e| ClientError::Http(format!("the controller sent no valid CA certificate: {e}")))?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| {
+        ClientError::Http(format!("the controller sent no valid CA certificate: {e}"))
+    })?;
     let actual = hex::encode(Sha256::digest(&ca_der));
     let expected = request.ca_fingerprint.replace(':', "").to_ascii_lowercase();
     if actual != expected {
@@ -230,7 +233,8 @@ pub async fn join(state: &StateDir, request: JoinRequest<'_>) -> Result<Identity
     let hostname = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "agent".into());
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| ClientError::Tls(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, hostname.clone());
@@ -280,7 +284,11 @@ pub async fn error_message(response: reqwest::Response) -> String {
     let body = response.text().await.unwrap_or_default();
     serde_json::from_str::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| format!("HTTP {status}: {body}"))
 }
 
@@ -320,6 +328,8 @@ impl ServerCertVerifier for AcceptAnyServer {
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        provider().signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

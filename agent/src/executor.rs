@@ -27,7 +27,12 @@ pub struct Executor {
 
 impl Executor {
     /// An executor that makes workspaces under `work_dir`.
-    pub fn new(host: Arc<PluginHost>, http: reqwest::Client, controller_url: String, work_dir: PathBuf) -> Executor {
+    pub fn new(
+        host: Arc<PluginHost>,
+        http: reqwest::Client,
+        controller_url: String,
+        work_dir: PathBuf,
+    ) -> Executor {
         Executor {
             host,
             http,
@@ -41,7 +46,9 @@ impl Executor {
     pub async fn run(&self, job: Job, out: mpsc::UnboundedSender<AgentMessage>) -> AgentMessage {
         let (log_tx, log_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pump = tokio::spawn(pump_log(job.attempt.clone(), log_rx, out));
-        let workspace = self.work_dir.join(format!("attempt-{}", job.attempt.attempt_id));
+        let workspace = self
+            .work_dir
+            .join(format!("attempt-{}", job.attempt.attempt_id));
         let outcome = self.execute(&job, &workspace, &log_tx).await;
         if let Outcome::Failed { message } = &outcome {
             let _ = log_tx.send(format!("\n[sluice] Action failed: {message}\n").into_bytes());
@@ -59,7 +66,12 @@ impl Executor {
         }
     }
 
-    async fn execute(&self, job: &Job, workspace: &std::path::Path, log: &mpsc::UnboundedSender<Vec<u8>>) -> Outcome {
+    async fn execute(
+        &self,
+        job: &Job,
+        workspace: &std::path::Path,
+        log: &mpsc::UnboundedSender<Vec<u8>>,
+    ) -> Outcome {
         let say = |line: String| {
             let _ = log.send(format!("[sluice] {line}\n").into_bytes());
         };
@@ -79,7 +91,10 @@ impl Executor {
         }
         let downloads = workspace.join("downloads");
         if let Err(e) = std::fs::create_dir_all(&downloads) {
-            return failed(format!("cannot create the workspace {}: {e}", workspace.display()));
+            return failed(format!(
+                "cannot create the workspace {}: {e}",
+                workspace.display()
+            ));
         }
         for input in &job.inputs {
             say(format!(
@@ -87,15 +102,22 @@ impl Executor {
                 input.name, input.sha256, input.size
             ));
             let archive = downloads.join(format!("{}.tar", input.sha256));
-            if let Err(e) = artifacts::download(&self.http, &self.controller_url, input, &archive).await {
+            if let Err(e) =
+                artifacts::download(&self.http, &self.controller_url, input, &archive).await
+            {
                 return failed(e.to_string());
             }
             let dest = workspace.join("inputs").join(&input.name);
-            let unpacked = tokio::task::spawn_blocking(move || artifacts::unpack(&archive, &dest)).await;
+            let unpacked =
+                tokio::task::spawn_blocking(move || artifacts::unpack(&archive, &dest)).await;
             match unpacked {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return failed(format!("unpacking input artifact \"{}\": {e}", input.name)),
-                Err(e) => return failed(format!("unpacking input artifact \"{}\": {e}", input.name)),
+                Ok(Err(e)) => {
+                    return failed(format!("unpacking input artifact \"{}\": {e}", input.name));
+                }
+                Err(e) => {
+                    return failed(format!("unpacking input artifact \"{}\": {e}", input.name));
+                }
             }
         }
         let _ = std::fs::remove_dir_all(&downloads);
@@ -141,7 +163,11 @@ impl Executor {
         }
     }
 
-    async fn pack_and_upload(&self, workspace: &std::path::Path, name: &str) -> Result<ArtifactRef, String> {
+    async fn pack_and_upload(
+        &self,
+        workspace: &std::path::Path,
+        name: &str,
+    ) -> Result<ArtifactRef, String> {
         let dir = workspace.join("outputs").join(name);
         let archive = workspace.join(format!("{name}.out.tar"));
         let archive_for_pack = archive.clone();
@@ -150,9 +176,16 @@ impl Executor {
             .map_err(|e| format!("packing output artifact \"{name}\": {e}"))?
             .map_err(|e| format!("packing output artifact \"{name}\": {e}"))?;
         let (sha256, size) = packed;
-        artifacts::upload(&self.http, &self.controller_url, name, &archive, &sha256, size)
-            .await
-            .map_err(|e| e.to_string())?;
+        artifacts::upload(
+            &self.http,
+            &self.controller_url,
+            name,
+            &archive,
+            &sha256,
+            size,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&archive);
         Ok(ArtifactRef {
             name: name.to_string(),
@@ -230,9 +263,20 @@ fn send_text(
 /// Output variables and artifacts of a report, for logging.
 pub fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Succeeded { artifacts, output_variables, .. } => {
-            let names: BTreeMap<&str, &str> = artifacts.iter().map(|a| (a.name.as_str(), a.sha256.as_str())).collect();
-            format!("Succeeded ({} artifacts, {} variables)", names.len(), output_variables.len())
+        Outcome::Succeeded {
+            artifacts,
+            output_variables,
+            ..
+        } => {
+            let names: BTreeMap<&str, &str> = artifacts
+                .iter()
+                .map(|a| (a.name.as_str(), a.sha256.as_str()))
+                .collect();
+            format!(
+                "Succeeded ({} artifacts, {} variables)",
+                names.len(),
+                output_variables.len()
+            )
         }
         Outcome::Failed { message } => format!("Failed: {message}"),
     }

@@ -117,14 +117,25 @@ pub async fn run(options: Options) -> Result<(), AgentError> {
 
     let mut failures = 0u32;
     loop {
-        match connect_once(&state, &identity.controller_url, &labels, &shared, &mut failures).await {
+        match connect_once(
+            &state,
+            &identity.controller_url,
+            &labels,
+            &shared,
+            &mut failures,
+        )
+        .await
+        {
             Ended::Fatal(message) => return Err(AgentError::Refused(message)),
             Ended::Retry(message) => {
                 failures += 1;
                 // Full jitter, base 0.5 s, doubling, capped at 30 s: a fleet that lost
                 // its controller does not come back in one stampede.
-                let cap = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6))).min(Duration::from_secs(30));
-                let pause = cap.mul_f64(rand::random::<f64>()).max(Duration::from_millis(100));
+                let cap = Duration::from_millis(500u64.saturating_mul(1 << failures.min(6)))
+                    .min(Duration::from_secs(30));
+                let pause = cap
+                    .mul_f64(rand::random::<f64>())
+                    .max(Duration::from_millis(100));
                 tracing::warn!(reason = %message, retry_in_ms = pause.as_millis() as u64, "Disconnected from the controller.");
                 tokio::time::sleep(pause).await;
             }
@@ -133,12 +144,15 @@ pub async fn run(options: Options) -> Result<(), AgentError> {
 }
 
 fn held_attempts(shared: &Shared) -> Vec<AttemptRef> {
-    let mut held: Vec<AttemptRef> = lock(&shared.running).values().map(|r| r.attempt.clone()).collect();
+    let mut held: Vec<AttemptRef> = lock(&shared.running)
+        .values()
+        .map(|r| r.attempt.clone())
+        .collect();
     for message in lock(&shared.outbox).values() {
-        if let AgentMessage::Finished { attempt, .. } = message {
-            if !held.iter().any(|h| h.attempt_id == attempt.attempt_id) {
-                held.push(attempt.clone());
-            }
+        if let AgentMessage::Finished { attempt, .. } = message
+            && !held.iter().any(|h| h.attempt_id == attempt.attempt_id)
+        {
+            held.push(attempt.clone());
         }
     }
     held
@@ -156,7 +170,9 @@ async fn connect_once(
         Err(e) => return Ended::Fatal(e.to_string()),
     };
     let Some(authority) = controller_url.strip_prefix("https://") else {
-        return Ended::Fatal(format!("controller URL {controller_url} must start with https://"));
+        return Ended::Fatal(format!(
+            "controller URL {controller_url} must start with https://"
+        ));
     };
     let authority = authority.trim_end_matches('/').to_string();
     let host = authority
@@ -166,7 +182,11 @@ async fn connect_once(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let address = if authority.contains(':') { authority.clone() } else { format!("{authority}:443") };
+    let address = if authority.contains(':') {
+        authority.clone()
+    } else {
+        format!("{authority}:443")
+    };
     let tcp = match tokio::net::TcpStream::connect(&address).await {
         Ok(tcp) => tcp,
         Err(e) => return Ended::Retry(format!("cannot connect to {address}: {e}")),
@@ -176,7 +196,10 @@ async fn connect_once(
         Ok(name) => name,
         Err(e) => return Ended::Fatal(format!("bad controller host {host}: {e}")),
     };
-    let tls_stream = match tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await {
+    let tls_stream = match tokio_rustls::TlsConnector::from(tls)
+        .connect(server_name, tcp)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return classify_tls_error(&e.to_string()),
     };
@@ -192,12 +215,18 @@ async fn connect_once(
                 .unwrap_or_default();
             let message = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
-                .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_string))
+                .and_then(|v| {
+                    v.get("message")
+                        .and_then(|m| m.as_str())
+                        .map(str::to_string)
+                })
                 .unwrap_or(body);
             if status.as_u16() == 401 || status.as_u16() == 403 {
                 return Ended::Fatal(format!("the controller refused this agent: {message}"));
             }
-            return Ended::Retry(format!("session request failed with HTTP {status}: {message}"));
+            return Ended::Retry(format!(
+                "session request failed with HTTP {status}: {message}"
+            ));
         }
         Err(e) => return classify_tls_error(&e.to_string()),
     };
@@ -264,16 +293,25 @@ async fn connect_once(
             result = &mut writer => break Ended::Retry(result.unwrap_or_else(|e| e.to_string())),
         };
         let text = match frame {
-            Err(_) => break Ended::Retry(format!("no message from the controller for {}s", idle_limit.as_secs())),
+            Err(_) => {
+                break Ended::Retry(format!(
+                    "no message from the controller for {}s",
+                    idle_limit.as_secs()
+                ));
+            }
             Ok(None) => break Ended::Retry("the controller closed the session".into()),
             Ok(Some(Err(e))) => break Ended::Retry(e.to_string()),
             Ok(Some(Ok(Message::Text(text)))) => text,
-            Ok(Some(Ok(Message::Close(_)))) => break Ended::Retry("the controller closed the session".into()),
+            Ok(Some(Ok(Message::Close(_)))) => {
+                break Ended::Retry("the controller closed the session".into());
+            }
             Ok(Some(Ok(_))) => continue,
         };
         match ControllerMessage::decode(&text) {
             Ok(message) => handle(shared, message),
-            Err(e) => tracing::warn!(error = %e, "Ignoring a malformed message from the controller."),
+            Err(e) => {
+                tracing::warn!(error = %e, "Ignoring a malformed message from the controller.")
+            }
         }
     };
     writer.abort();
@@ -282,7 +320,9 @@ async fn connect_once(
 
 fn classify_tls_error(error: &str) -> Ended {
     let lower = error.to_ascii_lowercase();
-    if lower.contains("unknownca") || lower.contains("badcertificate") || lower.contains("certificaterequired")
+    if lower.contains("unknownca")
+        || lower.contains("badcertificate")
+        || lower.contains("certificaterequired")
         || lower.contains("decrypterror")
     {
         Ended::Fatal(format!(
@@ -305,7 +345,10 @@ fn handle(shared: &Arc<Shared>, message: ControllerMessage) {
         ControllerMessage::FinishAck { attempt_id } => {
             lock(&shared.outbox).remove(&attempt_id);
         }
-        ControllerMessage::Stale { attempt_id, message } => {
+        ControllerMessage::Stale {
+            attempt_id,
+            message,
+        } => {
             tracing::warn!(attempt = attempt_id, message = %message, "Controller says an attempt is stale; dropping it.");
             lock(&shared.outbox).remove(&attempt_id);
             if let Some(running) = lock(&shared.running).remove(&attempt_id) {
@@ -352,7 +395,10 @@ fn offer(shared: &Arc<Shared>, job: Job) {
     let id = attempt.attempt_id;
     let task = tokio::spawn(async move {
         tracing::info!(attempt = id, stage = %job.stage, action = %job.action, "Running action.");
-        let finished = task_shared.executor.run(job, task_shared.out_tx.clone()).await;
+        let finished = task_shared
+            .executor
+            .run(job, task_shared.out_tx.clone())
+            .await;
         if let AgentMessage::Finished { outcome, .. } = &finished {
             tracing::info!(attempt = id, result = %crate::executor::describe(outcome), "Action finished.");
         }

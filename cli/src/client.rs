@@ -55,7 +55,8 @@ impl ClientConfig {
     pub fn load() -> anyhow::Result<ClientConfig> {
         let path = config_path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text).with_context(|| format!("{}: invalid client config", path.display())),
+            Ok(text) => toml::from_str(&text)
+                .with_context(|| format!("{}: invalid client config", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ClientConfig::default()),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
         }
@@ -67,7 +68,8 @@ impl ClientConfig {
         use std::os::unix::fs::OpenOptionsExt;
         let path = config_path();
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
         let text = toml::to_string(self).context("cannot encode the client config")?;
         let mut file = std::fs::OpenOptions::new()
@@ -153,9 +155,19 @@ impl Api {
             .clone()
             .or_else(|| env("SLUICE_URL"))
             .or(config.url)
-            .context("no controller URL: pass --url, set SLUICE_URL, or start one with `sluice up`")?;
-        let token = args.token.clone().or_else(|| env("SLUICE_TOKEN")).or(config.token);
-        let ca = args.ca.clone().or_else(|| env("SLUICE_CA").map(PathBuf::from)).or(config.ca);
+            .context(
+                "no controller URL: pass --url, set SLUICE_URL, or start one with `sluice up`",
+            )?;
+        let token = args
+            .token
+            .clone()
+            .or_else(|| env("SLUICE_TOKEN"))
+            .or(config.token);
+        let ca = args
+            .ca
+            .clone()
+            .or_else(|| env("SLUICE_CA").map(PathBuf::from))
+            .or(config.ca);
         Api::new(&url, token, ca.as_deref())
     }
 
@@ -165,12 +177,19 @@ impl Api {
         let mut roots = rustls::RootCertStore::empty();
         match ca {
             Some(path) => {
-                let pem = std::fs::read(path).with_context(|| format!("cannot read the CA file {}", path.display()))?;
-                for cert in rustls_pki_pem(&pem).with_context(|| format!("{}: not a PEM certificate", path.display()))? {
-                    roots.add(cert).with_context(|| format!("{}: unusable CA certificate", path.display()))?;
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read the CA file {}", path.display()))?;
+                for cert in rustls_pki_pem(&pem)
+                    .with_context(|| format!("{}: not a PEM certificate", path.display()))?
+                {
+                    roots
+                        .add(cert)
+                        .with_context(|| format!("{}: unusable CA certificate", path.display()))?;
                 }
             }
-            None => bail!("no CA certificate to trust the controller with: pass --ca, set SLUICE_CA, or use the config written by `sluice up`"),
+            None => bail!(
+                "no CA certificate to trust the controller with: pass --ca, set SLUICE_CA, or use the config written by `sluice up`"
+            ),
         }
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
@@ -238,7 +257,11 @@ impl Api {
 
     /// GET returning JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
-        Ok(self.send(self.request(reqwest::Method::GET, path)).await?.json().await?)
+        Ok(self
+            .send(self.request(reqwest::Method::GET, path))
+            .await?
+            .json()
+            .await?)
     }
 
     /// GET returning the raw response.
@@ -253,18 +276,32 @@ impl Api {
         path: &str,
         body: &serde_json::Value,
     ) -> anyhow::Result<serde_json::Value> {
-        Ok(self.send(self.request(method, path).json(body)).await?.json().await?)
+        Ok(self
+            .send(self.request(method, path).json(body))
+            .await?
+            .json()
+            .await?)
     }
 
     /// POST or PUT of a text body, returning JSON.
-    pub async fn send_text(&self, method: reqwest::Method, path: &str, body: String) -> anyhow::Result<serde_json::Value> {
-        Ok(self.send(self.request(method, path).body(body)).await?.json().await?)
+    pub async fn send_text(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: String,
+    ) -> anyhow::Result<serde_json::Value> {
+        Ok(self
+            .send(self.request(method, path).body(body))
+            .await?
+            .json()
+            .await?)
     }
 }
 
 fn rustls_pki_pem(pem: &[u8]) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
     use rustls::pki_types::pem::PemObject;
-    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
+    let certs =
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem).collect::<Result<Vec<_>, _>>()?;
     if certs.is_empty() {
         bail!("no certificate found");
     }

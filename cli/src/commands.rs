@@ -13,7 +13,10 @@ use crate::client::{Api, ConnectArgs, exit};
 use crate::show;
 
 fn print_json(value: &Value) {
-    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
 }
 
 fn format_query(file: &Path) -> &'static str {
@@ -49,7 +52,12 @@ pub fn validate(file: &Path, out: Output) -> anyhow::Result<u8> {
                         file.display(),
                         parsed.pipeline.name,
                         parsed.pipeline.stages.len(),
-                        parsed.pipeline.stages.iter().map(|s| s.actions.len()).sum::<usize>()
+                        parsed
+                            .pipeline
+                            .stages
+                            .iter()
+                            .map(|s| s.actions.len())
+                            .sum::<usize>()
                     );
                 }
             }
@@ -79,7 +87,12 @@ pub fn validate(file: &Path, out: Output) -> anyhow::Result<u8> {
 }
 
 /// `sluice pipeline create|update FILE`.
-pub async fn save_pipeline(connect: &ConnectArgs, file: &Path, update: bool, out: Output) -> anyhow::Result<u8> {
+pub async fn save_pipeline(
+    connect: &ConnectArgs,
+    file: &Path,
+    update: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let text = read_definition(file)?;
     let query = format_query(file);
@@ -87,8 +100,12 @@ pub async fn save_pipeline(connect: &ConnectArgs, file: &Path, update: bool, out
         let name = sluice_pipeline::parse(&text, sluice_pipeline::Format::from_path(file))
             .map(|p| p.pipeline.name)
             .map_err(|d| anyhow::anyhow!("{}: {d}", file.display()))?;
-        api.send_text(Method::PUT, &format!("/api/v1/pipelines/{name}{query}"), text)
-            .await?
+        api.send_text(
+            Method::PUT,
+            &format!("/api/v1/pipelines/{name}{query}"),
+            text,
+        )
+        .await?
     } else {
         api.send_text(Method::POST, &format!("/api/v1/pipelines{query}"), text)
             .await?
@@ -97,7 +114,11 @@ pub async fn save_pipeline(connect: &ConnectArgs, file: &Path, update: bool, out
         Output::Json => print_json(&result),
         Output::Text => {
             for w in result["warnings"].as_array().into_iter().flatten() {
-                eprintln!("warning: {}: {}", w["path"].as_str().unwrap_or(""), w["message"].as_str().unwrap_or(""));
+                eprintln!(
+                    "warning: {}: {}",
+                    w["path"].as_str().unwrap_or(""),
+                    w["message"].as_str().unwrap_or("")
+                );
             }
             println!(
                 "{} pipeline \"{}\" (version {})",
@@ -111,7 +132,12 @@ pub async fn save_pipeline(connect: &ConnectArgs, file: &Path, update: bool, out
 }
 
 /// `sluice pipeline get NAME`.
-pub async fn get_pipeline(connect: &ConnectArgs, name: &str, version: Option<i64>, out: Output) -> anyhow::Result<u8> {
+pub async fn get_pipeline(
+    connect: &ConnectArgs,
+    name: &str,
+    version: Option<i64>,
+    out: Output,
+) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let path = match version {
         Some(v) => format!("/api/v1/pipelines/{name}?version={v}"),
@@ -121,7 +147,12 @@ pub async fn get_pipeline(connect: &ConnectArgs, name: &str, version: Option<i64
     match out {
         Output::Json => print_json(&pipeline),
         Output::Text => {
-            println!("# {} version {}, stored {}", name, pipeline["version"], show::time(&pipeline["createdAtMs"]));
+            println!(
+                "# {} version {}, stored {}",
+                name,
+                pipeline["version"],
+                show::time(&pipeline["createdAtMs"])
+            );
             print_json(&pipeline["definition"]);
         }
     }
@@ -150,7 +181,12 @@ pub async fn list_pipelines(connect: &ConnectArgs, out: Output) -> anyhow::Resul
 }
 
 /// `sluice pipeline start NAME [--wait]`.
-pub async fn start(connect: &ConnectArgs, name: &str, wait: bool, out: Output) -> anyhow::Result<u8> {
+pub async fn start(
+    connect: &ConnectArgs,
+    name: &str,
+    wait: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let started = api
@@ -176,7 +212,11 @@ pub async fn start(connect: &ConnectArgs, name: &str, wait: bool, out: Output) -
         Output::Json => print_json(&done),
         Output::Text => print!("{}", show::execution(&done)),
     }
-    Ok(if done["status"] == "Succeeded" { 0 } else { exit::EXECUTION_FAILED })
+    Ok(if done["status"] == "Succeeded" {
+        0
+    } else {
+        exit::EXECUTION_FAILED
+    })
 }
 
 /// Follows an execution until it ends, drawing one progress line if `live`.
@@ -192,7 +232,11 @@ pub async fn wait_for(api: &Api, id: &str, live: bool) -> anyhow::Result<Value> 
         let finished = e["status"] != "InProgress";
         if live {
             tick += 1;
-            let symbol = if finished { ' ' } else { spinner[tick % spinner.len()] };
+            let symbol = if finished {
+                ' '
+            } else {
+                spinner[tick % spinner.len()]
+            };
             let mut line = format!("\r\x1b[2K{symbol} {}", show::progress_line(&e));
             if let Some(summary) = e["statusSummary"].as_str().filter(|_| !finished) {
                 line.push_str(&format!("  ({summary})"));
@@ -221,7 +265,12 @@ pub async fn get_execution(connect: &ConnectArgs, id: &str, out: Output) -> anyh
 }
 
 /// `sluice execution list`.
-pub async fn list_executions(connect: &ConnectArgs, pipeline: Option<&str>, limit: u32, out: Output) -> anyhow::Result<u8> {
+pub async fn list_executions(
+    connect: &ConnectArgs,
+    pipeline: Option<&str>,
+    limit: u32,
+    out: Output,
+) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let mut path = format!("/api/v1/executions?limit={limit}");
     if let Some(p) = pipeline {
@@ -231,7 +280,10 @@ pub async fn list_executions(connect: &ConnectArgs, pipeline: Option<&str>, limi
     match out {
         Output::Json => print_json(&list),
         Output::Text => {
-            println!("{:<36}  {:<20} {:<14} {:<21} DURATION", "EXECUTION", "PIPELINE", "STATUS", "STARTED");
+            println!(
+                "{:<36}  {:<20} {:<14} {:<21} DURATION",
+                "EXECUTION", "PIPELINE", "STATUS", "STARTED"
+            );
             for e in list.as_array().into_iter().flatten() {
                 println!(
                     "{:<36}  {:<20} {:<14} {:<21} {}",
@@ -248,7 +300,12 @@ pub async fn list_executions(connect: &ConnectArgs, pipeline: Option<&str>, limi
 }
 
 /// `sluice logs ID [--action STAGE/ACTION] [--follow]`.
-pub async fn logs(connect: &ConnectArgs, id: &str, action: Option<&str>, follow: bool) -> anyhow::Result<u8> {
+pub async fn logs(
+    connect: &ConnectArgs,
+    id: &str,
+    action: Option<&str>,
+    follow: bool,
+) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let filter = match action {
         Some(a) => Some(
@@ -269,24 +326,31 @@ pub async fn logs(connect: &ConnectArgs, id: &str, action: Option<&str>, follow:
             for act in stage["actions"].as_array().into_iter().flatten() {
                 let stage_name = stage["name"].as_str().unwrap_or("");
                 let action_name = act["name"].as_str().unwrap_or("");
-                if let Some((s, a)) = &filter {
-                    if s != stage_name || a != action_name {
-                        continue;
-                    }
+                if let Some((s, a)) = &filter
+                    && (s != stage_name || a != action_name)
+                {
+                    continue;
                 }
                 matched_any = true;
                 for attempt in act["attempts"].as_array().into_iter().flatten() {
-                    let Some(attempt_id) = attempt["id"].as_i64() else { continue };
+                    let Some(attempt_id) = attempt["id"].as_i64() else {
+                        continue;
+                    };
                     if finished_attempts.contains(&attempt_id) {
                         continue;
                     }
                     let offset = offsets.entry(attempt_id).or_insert(0);
                     if *offset == 0 {
-                        println!("==> {stage_name}/{action_name} (attempt {}) <==", attempt["attempt"]);
+                        println!(
+                            "==> {stage_name}/{action_name} (attempt {}) <==",
+                            attempt["attempt"]
+                        );
                     }
                     loop {
                         let response = api
-                            .get_raw(&format!("/api/v1/executions/{id}/logs/{attempt_id}?offset={offset}"))
+                            .get_raw(&format!(
+                                "/api/v1/executions/{id}/logs/{attempt_id}?offset={offset}"
+                            ))
                             .await?;
                         let state = response
                             .headers()
@@ -304,7 +368,9 @@ pub async fn logs(connect: &ConnectArgs, id: &str, action: Option<&str>, follow:
                             all_done = false;
                         } else {
                             if state == "incomplete" {
-                                println!("[sluice] this log is incomplete: part of it never reached the controller");
+                                println!(
+                                    "[sluice] this log is incomplete: part of it never reached the controller"
+                                );
                             }
                             finished_attempts.insert(attempt_id);
                         }
@@ -322,7 +388,8 @@ pub async fn logs(connect: &ConnectArgs, id: &str, action: Option<&str>, follow:
         }
         // Wait for something to change rather than polling blindly.
         let revision = e["revision"].as_str().unwrap_or("");
-        api.get(&format!("/api/v1/executions/{id}?wait=1&since={revision}")).await?;
+        api.get(&format!("/api/v1/executions/{id}?wait=1&since={revision}"))
+            .await?;
     }
 }
 
@@ -344,7 +411,10 @@ pub async fn create_token(
     match out {
         Output::Json => print_json(&token),
         Output::Text => {
-            println!("Join token (single use, expires {}):", show::time(&token["expiresAtMs"]));
+            println!(
+                "Join token (single use, expires {}):",
+                show::time(&token["expiresAtMs"])
+            );
             println!("  {}", token["token"].as_str().unwrap_or(""));
             println!("Controller CA fingerprint (sha256):");
             println!("  {}", token["caFingerprint"].as_str().unwrap_or(""));

@@ -168,7 +168,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -195,12 +198,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Up(args) => server::up(args, out).await,
         Command::Controller(args) => server::controller(args).await,
         Command::Pipeline(PipelineCommand::Validate { file }) => commands::validate(&file, out),
-        Command::Pipeline(PipelineCommand::Create { file }) => commands::save_pipeline(connect, &file, false, out).await,
-        Command::Pipeline(PipelineCommand::Update { file }) => commands::save_pipeline(connect, &file, true, out).await,
-        Command::Pipeline(PipelineCommand::Get { name, version }) => commands::get_pipeline(connect, &name, version, out).await,
+        Command::Pipeline(PipelineCommand::Create { file }) => {
+            commands::save_pipeline(connect, &file, false, out).await
+        }
+        Command::Pipeline(PipelineCommand::Update { file }) => {
+            commands::save_pipeline(connect, &file, true, out).await
+        }
+        Command::Pipeline(PipelineCommand::Get { name, version }) => {
+            commands::get_pipeline(connect, &name, version, out).await
+        }
         Command::Pipeline(PipelineCommand::List) => commands::list_pipelines(connect, out).await,
-        Command::Pipeline(PipelineCommand::Start { name, wait }) => commands::start(connect, &name, wait, out).await,
-        Command::Execution(ExecutionCommand::Get { id }) => commands::get_execution(connect, &id, out).await,
+        Command::Pipeline(PipelineCommand::Start { name, wait }) => {
+            commands::start(connect, &name, wait, out).await
+        }
+        Command::Execution(ExecutionCommand::Get { id }) => {
+            commands::get_execution(connect, &id, out).await
+        }
         Command::Execution(ExecutionCommand::List { pipeline, limit }) => {
             commands::list_executions(connect, pipeline.as_deref(), limit, out).await
         }

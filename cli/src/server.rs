@@ -91,7 +91,10 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 fn write_client_config(controller: &Controller) -> anyhow::Result<(String, bool, PathBuf)> {
     let existing = ClientConfig::load().unwrap_or_default();
     let (token, minted) = match existing.token {
-        Some(token) if existing.url.as_deref() == Some(controller.url().as_str()) && controller.api_token_is_valid(&token) => {
+        Some(token)
+            if existing.url.as_deref() == Some(controller.url().as_str())
+                && controller.api_token_is_valid(&token) =>
+        {
             (token, false)
         }
         _ => (controller.create_api_token("admin")?, true),
@@ -105,7 +108,13 @@ fn write_client_config(controller: &Controller) -> anyhow::Result<(String, bool,
     Ok((token, minted, path))
 }
 
-async fn start_controller(data_dir: &Path, listen: SocketAddr, settings: Settings, tls: Option<(PathBuf, PathBuf)>, tls_names: Vec<String>) -> anyhow::Result<Controller> {
+async fn start_controller(
+    data_dir: &Path,
+    listen: SocketAddr,
+    settings: Settings,
+    tls: Option<(PathBuf, PathBuf)>,
+    tls_names: Vec<String>,
+) -> anyhow::Result<Controller> {
     Controller::start(Config {
         data_dir: data_dir.to_owned(),
         listen,
@@ -114,7 +123,12 @@ async fn start_controller(data_dir: &Path, listen: SocketAddr, settings: Setting
         settings,
     })
     .await
-    .with_context(|| format!("cannot start the controller (data dir {})", data_dir.display()))
+    .with_context(|| {
+        format!(
+            "cannot start the controller (data dir {})",
+            data_dir.display()
+        )
+    })
 }
 
 /// `sluice controller`.
@@ -136,7 +150,9 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
         let (token, minted, path) = write_client_config(&controller)?;
         println!("  client config:     {}", path.display());
         if minted {
-            println!("  admin API token:   {token}   (shown once; also saved in the client config)");
+            println!(
+                "  admin API token:   {token}   (shown once; also saved in the client config)"
+            );
         }
     }
     println!("Add a build machine: sluice agent token create, then run the printed command there.");
@@ -161,11 +177,26 @@ async fn wait_for_shutdown() {
 }
 
 const SAMPLE_FILES: &[(&str, &str)] = &[
-    ("README.md", include_str!("../../examples/sample-project/README.md")),
-    ("build.sh", include_str!("../../examples/sample-project/build.sh")),
-    ("src/greet.sh", include_str!("../../examples/sample-project/src/greet.sh")),
-    ("tests/unit.sh", include_str!("../../examples/sample-project/tests/unit.sh")),
-    ("tests/lint.sh", include_str!("../../examples/sample-project/tests/lint.sh")),
+    (
+        "README.md",
+        include_str!("../../examples/sample-project/README.md"),
+    ),
+    (
+        "build.sh",
+        include_str!("../../examples/sample-project/build.sh"),
+    ),
+    (
+        "src/greet.sh",
+        include_str!("../../examples/sample-project/src/greet.sh"),
+    ),
+    (
+        "tests/unit.sh",
+        include_str!("../../examples/sample-project/tests/unit.sh"),
+    ),
+    (
+        "tests/lint.sh",
+        include_str!("../../examples/sample-project/tests/lint.sh"),
+    ),
 ];
 const SAMPLE_PIPELINE: &str = include_str!("../../examples/sample-pipeline.yaml");
 
@@ -178,9 +209,11 @@ fn prepare_sample_project(dir: &Path) -> anyhow::Result<()> {
     for (name, contents) in SAMPLE_FILES {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
         }
-        std::fs::write(&path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(&path, contents)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         if name.ends_with(".sh") {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
         }
@@ -197,12 +230,22 @@ fn prepare_sample_project(dir: &Path) -> anyhow::Result<()> {
             .stderr(std::process::Stdio::null())
             .status()
             .context("the quickstart needs git on the PATH to make the sample repository")?;
-        anyhow::ensure!(status.success(), "git {} failed in {}", args.join(" "), dir.display());
+        anyhow::ensure!(
+            status.success(),
+            "git {} failed in {}",
+            args.join(" "),
+            dir.display()
+        );
         Ok(())
     };
     git(&["init", "-q", "-b", "main"])?;
     git(&["add", "."])?;
-    git(&["commit", "-q", "-m", "Sample project for the Sluice quickstart"])?;
+    git(&[
+        "commit",
+        "-q",
+        "-m",
+        "Sample project for the Sluice quickstart",
+    ])?;
     Ok(())
 }
 
@@ -217,11 +260,9 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
         Vec::new(),
     )
     .await
-    .with_context(|| {
-        format!(
-            "is another `sluice up` running? Pass --listen 127.0.0.1:0 for any free port, or --data-dir for a separate instance"
-        )
-    })?;
+    .context(
+        "is another `sluice up` running? Pass --listen 127.0.0.1:0 for any free port, or --data-dir for a separate instance",
+    )?;
     let (token, _, config_path) = write_client_config(&controller)?;
 
     // The local agent joins like any other: a token, a pinned CA, a client certificate.
@@ -266,14 +307,22 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
     let api = Api::new(&controller.url(), Some(token), Some(&controller.ca_path()))?;
     let exists = api.get("/api/v1/pipelines/sample").await.is_ok();
     if exists {
-        api.send_text(Method::PUT, "/api/v1/pipelines/sample?format=yaml", definition)
-            .await?;
+        api.send_text(
+            Method::PUT,
+            "/api/v1/pipelines/sample?format=yaml",
+            definition,
+        )
+        .await?;
     } else {
         api.send_text(Method::POST, "/api/v1/pipelines?format=yaml", definition)
             .await?;
     }
     let started = api
-        .send_json(Method::POST, "/api/v1/pipelines/sample/executions", &serde_json::json!({}))
+        .send_json(
+            Method::POST,
+            "/api/v1/pipelines/sample/executions",
+            &serde_json::json!({}),
+        )
         .await?;
     let id = started["id"].as_str().unwrap_or("").to_string();
     if out == Output::Text {
@@ -293,7 +342,10 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
     };
     let succeeded = done["status"] == "Succeeded";
     match out {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default()),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&done).unwrap_or_default()
+        ),
         Output::Text => {
             print!("{}", crate::show::execution(&done));
             println!();
@@ -309,7 +361,10 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
             println!("  sluice logs {id} --action Build/Package");
             println!("  sluice pipeline start sample --wait");
             println!("  sluice agent list");
-            println!("Data lives in {}; run `sluice up` again to reuse it.", data_dir.display());
+            println!(
+                "Data lives in {}; run `sluice up` again to reuse it.",
+                data_dir.display()
+            );
         }
     }
     if args.exit {

@@ -8,7 +8,8 @@ use serde_json::Value;
 pub fn time(ms: &Value) -> String {
     match ms.as_i64() {
         Some(ms) if ms > 0 => {
-            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+            humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms as u64))
+                .to_string()
         }
         _ => "-".into(),
     }
@@ -16,7 +17,9 @@ pub fn time(ms: &Value) -> String {
 
 /// A duration between two millisecond times (or until now).
 pub fn took(start: &Value, end: &Value) -> String {
-    let Some(start) = start.as_i64() else { return "-".into() };
+    let Some(start) = start.as_i64() else {
+        return "-".into();
+    };
     let end = end.as_i64().unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
 use warp::reply::Response;
-use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection, Reply};
 
 use crate::engine::{Engine, Event};
@@ -158,7 +158,12 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .and(with(state.clone()))
         .map(|s: ApiState| {
-            warp::reply::with_header(s.certs.ca_pem().to_string(), "content-type", "application/x-pem-file").into_response()
+            warp::reply::with_header(
+                s.certs.ca_pem().to_string(),
+                "content-type",
+                "application/x-pem-file",
+            )
+            .into_response()
         });
 
     let join = api
@@ -175,15 +180,17 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(peer())
         .and(with(state.clone()))
         .and(warp::ws())
-        .map(|peer: Peer, s: ApiState, ws: warp::ws::Ws| match agent_of(&s, &peer) {
-            Ok(agent) => {
-                let engine = s.engine.clone();
-                ws.max_message_size(4 << 20)
-                    .on_upgrade(move |socket| crate::sessions::run(engine, agent, socket))
-                    .into_response()
-            }
-            Err(e) => e.into_response(),
-        });
+        .map(
+            |peer: Peer, s: ApiState, ws: warp::ws::Ws| match agent_of(&s, &peer) {
+                Ok(agent) => {
+                    let engine = s.engine.clone();
+                    ws.max_message_size(4 << 20)
+                        .on_upgrade(move |socket| crate::sessions::run(engine, agent, socket))
+                        .into_response()
+                }
+                Err(e) => e.into_response(),
+            },
+        );
 
     let put_blob = api
         .and(warp::path!("blobs" / String))
@@ -210,7 +217,9 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::post())
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::json())
-        .and_then(|s: ApiState, req: TokenRequest| async move { respond(create_join_token(req, s)) });
+        .and_then(
+            |s: ApiState, req: TokenRequest| async move { respond(create_join_token(req, s)) },
+        );
 
     let list_agents = user
         .clone()
@@ -246,37 +255,51 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::put())
         .and(warp::query::<FormatQuery>())
         .and(definition_body)
-        .and_then(|s: ApiState, name: String, q: FormatQuery, body: Bytes| async move {
-            respond(save_pipeline(s, q, body, Some(name)))
-        });
+        .and_then(
+            |s: ApiState, name: String, q: FormatQuery, body: Bytes| async move {
+                respond(save_pipeline(s, q, body, Some(name)))
+            },
+        );
 
     let list_pipelines = user
         .clone()
         .and(warp::path!("pipelines"))
         .and(warp::get())
-        .and_then(|s: ApiState| async move { respond(s.engine.store().list_pipelines().map_err(ApiError::from).and_then(|p| json(StatusCode::OK, &p))) });
+        .and_then(|s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .list_pipelines()
+                    .map_err(ApiError::from)
+                    .and_then(|p| json(StatusCode::OK, &p)),
+            )
+        });
 
     let get_pipeline = user
         .clone()
         .and(warp::path!("pipelines" / String))
         .and(warp::get())
         .and(warp::query::<VersionQuery>())
-        .and_then(|s: ApiState, name: String, q: VersionQuery| async move { respond(get_pipeline(s, name, q)) });
+        .and_then(|s: ApiState, name: String, q: VersionQuery| async move {
+            respond(get_pipeline(s, name, q))
+        });
 
     let start = user
         .clone()
         .and(warp::path!("pipelines" / String / "executions"))
         .and(warp::post())
         .and(warp::header::optional::<String>("x-sluice-user"))
-        .and_then(|s: ApiState, name: String, who: Option<String>| async move {
-            let detail = who.unwrap_or_else(|| "api".into());
-            respond(
-                s.engine
-                    .start_execution(&name, "StartPipelineExecution", &detail)
-                    .map_err(ApiError::from)
-                    .and_then(|e| json(StatusCode::CREATED, &e)),
-            )
-        });
+        .and_then(
+            |s: ApiState, name: String, who: Option<String>| async move {
+                let detail = who.unwrap_or_else(|| "api".into());
+                respond(
+                    s.engine
+                        .start_execution(&name, "StartPipelineExecution", &detail)
+                        .map_err(ApiError::from)
+                        .and_then(|e| json(StatusCode::CREATED, &e)),
+                )
+            },
+        );
 
     let list_executions = user
         .clone()
@@ -287,7 +310,11 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             respond(
                 s.engine
                     .store()
-                    .list_executions(q.pipeline.as_deref(), q.before, q.limit.unwrap_or(50).clamp(1, 500))
+                    .list_executions(
+                        q.pipeline.as_deref(),
+                        q.before,
+                        q.limit.unwrap_or(50).clamp(1, 500),
+                    )
                     .map_err(ApiError::from)
                     .and_then(|e| json(StatusCode::OK, &e)),
             )
@@ -298,16 +325,20 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::path!("executions" / String))
         .and(warp::get())
         .and(warp::query::<WaitQuery>())
-        .and_then(|s: ApiState, id: String, q: WaitQuery| async move { respond(get_execution(s, id, q).await) });
+        .and_then(|s: ApiState, id: String, q: WaitQuery| async move {
+            respond(get_execution(s, id, q).await)
+        });
 
     let get_log = user
         .clone()
         .and(warp::path!("executions" / String / "logs" / i64))
         .and(warp::get())
         .and(warp::query::<LogQuery>())
-        .and_then(|s: ApiState, id: String, attempt: i64, q: LogQuery| async move {
-            respond(get_log(s, id, attempt, q).await)
-        });
+        .and_then(
+            |s: ApiState, id: String, attempt: i64, q: LogQuery| async move {
+                respond(get_log(s, id, attempt, q).await)
+            },
+        );
 
     // Boxing each route keeps the filter type flat: a long chain of `.or()` over
     // unboxed filters makes type checking take minutes.
@@ -337,9 +368,13 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             Some(previous) => previous.or(route).unify().boxed(),
         });
     }
-    all.unwrap_or_else(|| warp::any().and_then(|| async { Err::<Response, Rejection>(warp::reject::not_found()) }).boxed())
-        .recover(recover)
-        .unify()
+    all.unwrap_or_else(|| {
+        warp::any()
+            .and_then(|| async { Err::<Response, Rejection>(warp::reject::not_found()) })
+            .boxed()
+    })
+    .recover(recover)
+    .unify()
 }
 
 fn with(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Infallible> + Clone {
@@ -392,9 +427,17 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
         ApiError::bad_request(format!("malformed query string: {e}"))
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", "request body is too large")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body is too large",
+        )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this endpoint")
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed on this endpoint",
+        )
     } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
         ApiError::bad_request(e.to_string())
     } else {
@@ -414,7 +457,10 @@ fn agent_of(s: &ApiState, peer: &Peer) -> Result<AgentRow, ApiError> {
         Some(agent) if agent.state == "revoked" => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "revoked",
-            format!("agent {} was revoked; join again with a new token", agent.id),
+            format!(
+                "agent {} was revoked; join again with a new token",
+                agent.id
+            ),
         )),
         Some(agent) => Ok(agent),
         None => Err(ApiError::new(
@@ -455,16 +501,13 @@ struct JoinResponse {
 
 fn join_agent(req: JoinRequest, s: ApiState) -> ApiResult {
     let agent_id = format!("agent-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let certificate = s
-        .certs
-        .sign_agent_csr(&req.csr, &agent_id)
-        .map_err(|e| ApiError::bad_request(format!("csr: not a valid certificate signing request: {e}")))?;
-    let der = rustls::pki_types::CertificateDer::from(
-        rustls_pemfile::certs(&mut certificate.as_bytes())
-            .next()
-            .ok_or_else(|| ApiError::internal("signed certificate has no PEM block"))?
-            .map_err(ApiError::internal)?,
-    );
+    let certificate = s.certs.sign_agent_csr(&req.csr, &agent_id).map_err(|e| {
+        ApiError::bad_request(format!("csr: not a valid certificate signing request: {e}"))
+    })?;
+    let der = rustls_pemfile::certs(&mut certificate.as_bytes())
+        .next()
+        .ok_or_else(|| ApiError::internal("signed certificate has no PEM block"))?
+        .map_err(ApiError::internal)?;
     let agent = AgentRow {
         id: agent_id.clone(),
         name: req.name,
@@ -484,7 +527,10 @@ fn join_agent(req: JoinRequest, s: ApiState) -> ApiResult {
             StoreError::NotFound(m) | StoreError::Conflict(m) => ApiError::unauthorized(m),
             other => other.into(),
         })?;
-    let joined = AgentRow { labels: labels.clone(), ..agent };
+    let joined = AgentRow {
+        labels: labels.clone(),
+        ..agent
+    };
     s.engine.agent_joined(&joined)?;
     tracing::info!(agent = %agent_id, labels = %crate::engine::format_labels(&labels), "Agent joined.");
     json(
@@ -566,7 +612,10 @@ where
 {
     agent_of(&s, &peer)?;
     match s.engine.blobs().put(&digest, body).await {
-        Ok(size) => json(StatusCode::CREATED, &serde_json::json!({"sha256": digest, "size": size})),
+        Ok(size) => json(
+            StatusCode::CREATED,
+            &serde_json::json!({"sha256": digest, "size": size}),
+        ),
         Err(e @ crate::blobs::BlobError::BadDigest(_)) => Err(ApiError::bad_request(e.to_string())),
         Err(e @ crate::blobs::BlobError::Mismatch { .. }) => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -583,19 +632,21 @@ fn blob_reader(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> 
     peer()
         .and(bearer())
         .and(with(state))
-        .and_then(|peer: Peer, token: Option<String>, s: ApiState| async move {
-            if agent_of(&s, &peer).is_ok() {
-                return Ok(());
-            }
-            if let Some(token) = token {
-                if let Ok(Some(_)) = s.engine.store().api_token(&hash_secret(&token)) {
+        .and_then(
+            |peer: Peer, token: Option<String>, s: ApiState| async move {
+                if agent_of(&s, &peer).is_ok() {
                     return Ok(());
                 }
-            }
-            Err(warp::reject::custom(Unauthorized(
-                "downloading artifacts needs an agent certificate or an API token".into(),
-            )))
-        })
+                if let Some(token) = token
+                    && let Ok(Some(_)) = s.engine.store().api_token(&hash_secret(&token))
+                {
+                    return Ok(());
+                }
+                Err(warp::reject::custom(Unauthorized(
+                    "downloading artifacts needs an agent certificate or an API token".into(),
+                )))
+            },
+        )
         .untuple_one()
 }
 
@@ -643,7 +694,8 @@ fn diagnostics_error(diagnostics: sluice_pipeline::Diagnostics) -> ApiError {
 }
 
 fn body_text(body: &Bytes) -> Result<&str, ApiError> {
-    std::str::from_utf8(body).map_err(|e| ApiError::bad_request(format!("the definition is not UTF-8 text: {e}")))
+    std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("the definition is not UTF-8 text: {e}")))
 }
 
 fn validate_pipeline(s: ApiState, q: FormatQuery, body: Bytes) -> ApiResult {
@@ -662,14 +714,22 @@ fn save_pipeline(s: ApiState, q: FormatQuery, body: Bytes, name: Option<String>)
         .map_err(diagnostics_error)?;
     let definition = parsed.pipeline.to_json();
     let version = match &name {
-        None => s.engine.store().create_pipeline(&parsed.pipeline.name, &definition)?,
+        None => s
+            .engine
+            .store()
+            .create_pipeline(&parsed.pipeline.name, &definition)?,
         Some(name) if *name != parsed.pipeline.name => {
             return Err(ApiError {
                 errors: vec![FieldError {
                     path: "name".into(),
-                    message: format!("\"{}\" does not match the pipeline being updated (\"{name}\"); pipelines cannot be renamed", parsed.pipeline.name),
+                    message: format!(
+                        "\"{}\" does not match the pipeline being updated (\"{name}\"); pipelines cannot be renamed",
+                        parsed.pipeline.name
+                    ),
                 }],
-                ..ApiError::bad_request("the definition's name does not match the pipeline being updated")
+                ..ApiError::bad_request(
+                    "the definition's name does not match the pipeline being updated",
+                )
             });
         }
         Some(name) => s.engine.store().update_pipeline(name, &definition)?,
@@ -683,14 +743,19 @@ fn save_pipeline(s: ApiState, q: FormatQuery, body: Bytes, name: Option<String>)
         })
         .collect();
     json(
-        if name.is_none() { StatusCode::CREATED } else { StatusCode::OK },
+        if name.is_none() {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
         &serde_json::json!({"name": parsed.pipeline.name, "version": version, "warnings": warnings}),
     )
 }
 
 fn get_pipeline(s: ApiState, name: String, q: VersionQuery) -> ApiResult {
     let stored = s.engine.store().pipeline_version(&name, q.version)?;
-    let definition: serde_json::Value = serde_json::from_str(&stored.definition).map_err(ApiError::internal)?;
+    let definition: serde_json::Value =
+        serde_json::from_str(&stored.definition).map_err(ApiError::internal)?;
     json(
         StatusCode::OK,
         &serde_json::json!({
@@ -762,7 +827,8 @@ struct AttemptView {
 fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError> {
     let store = s.engine.store();
     let execution = store.execution(id)?;
-    let stored = store.pipeline_version(&execution.pipeline_name, Some(execution.pipeline_version))?;
+    let stored =
+        store.pipeline_version(&execution.pipeline_name, Some(execution.pipeline_version))?;
     let def = sluice_pipeline::parse(&stored.definition, Some(sluice_pipeline::Format::Json))
         .map_err(|d| ApiError::internal(format!("stored definition unreadable: {d}")))?
         .pipeline;
@@ -782,7 +848,9 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
                 .iter()
                 .filter(|a| a.stage_index == index as i64 && a.action_name == action.name)
             {
-                revision.update(format!("{}:{}:{}", attempt.id, attempt.status, attempt.phase).as_bytes());
+                revision.update(
+                    format!("{}:{}:{}", attempt.id, attempt.status, attempt.phase).as_bytes(),
+                );
                 views.push(AttemptView {
                     log: store.log(attempt.id)?,
                     attempt: attempt.clone(),
@@ -860,8 +928,11 @@ async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery
             .map_err(ApiError::internal)
     };
     let mut data = read(&s)?;
-    if data.is_empty() && attempt.phase != crate::store::phase::DONE {
-        if let Some(wait) = q.wait {
+    if data.is_empty()
+        && attempt.phase != crate::store::phase::DONE
+        && let Some(wait) = q.wait
+    {
+        {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(wait.min(60));
             loop {
                 match tokio::time::timeout_at(deadline, events.recv()).await {
@@ -878,7 +949,10 @@ async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery
     // Re-read the attempt: it may have finished while we waited.
     let attempt = s.engine.store().attempt(attempt_id)?;
     let log = s.engine.store().log(attempt_id)?;
-    let state = match (attempt.phase.as_str(), log.as_ref().and_then(|l| l.complete)) {
+    let state = match (
+        attempt.phase.as_str(),
+        log.as_ref().and_then(|l| l.complete),
+    ) {
         ("done", Some(true)) => "complete",
         ("done", _) => "incomplete",
         _ => "running",
@@ -886,7 +960,10 @@ async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery
     let next = offset + data.len() as u64;
     let mut response = Response::new(data.into());
     let headers = response.headers_mut();
-    headers.insert("content-type", warp::http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        "content-type",
+        warp::http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     headers.insert("x-log-next-offset", warp::http::HeaderValue::from(next));
     headers.insert("x-log-state", warp::http::HeaderValue::from_static(state));
     Ok(response)

@@ -17,7 +17,9 @@ pub enum BlobError {
     #[error("\"{0}\" is not a sha256 digest (64 lowercase hex characters)")]
     BadDigest(String),
     /// The bytes received do not hash to the digest claimed.
-    #[error("upload does not match its digest: expected sha256 {expected}, received {actual} ({size} bytes)")]
+    #[error(
+        "upload does not match its digest: expected sha256 {expected}, received {actual} ({size} bytes)"
+    )]
     Mismatch {
         /// Claimed.
         expected: String,
@@ -48,7 +50,9 @@ pub struct BlobStore {
 
 /// Whether a string is a sha256 digest in our canonical form.
 pub fn is_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl BlobStore {
@@ -107,7 +111,9 @@ impl BlobStore {
             let path = path.to_owned();
             move |source| BlobError::Io { path, source }
         };
-        let mut file = tokio::fs::File::create(&tmp_path).await.map_err(io(&tmp_path))?;
+        let mut file = tokio::fs::File::create(&tmp_path)
+            .await
+            .map_err(io(&tmp_path))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let result: Result<(), BlobError> = async {
@@ -139,7 +145,9 @@ impl BlobStore {
                 size,
             });
         }
-        tokio::fs::rename(&tmp_path, &final_path).await.map_err(io(&final_path))?;
+        tokio::fs::rename(&tmp_path, &final_path)
+            .await
+            .map_err(io(&final_path))?;
         Ok(size)
     }
 }

@@ -136,7 +136,13 @@ pub enum Reply {
 
 impl Engine {
     /// A new engine over a store.
-    pub fn new(store: Arc<Store>, blobs: BlobStore, logs: LogFiles, settings: Settings, catalog: Catalog) -> Engine {
+    pub fn new(
+        store: Arc<Store>,
+        blobs: BlobStore,
+        logs: LogFiles,
+        settings: Settings,
+        catalog: Catalog,
+    ) -> Engine {
         let (events, _) = broadcast::channel(4096);
         Engine {
             store,
@@ -235,8 +241,13 @@ impl Engine {
         let version = self.store.pipeline_version(pipeline, None)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut st = self.lock();
-        self.store
-            .insert_execution(&id, pipeline, version.version, trigger_type, trigger_detail)?;
+        self.store.insert_execution(
+            &id,
+            pipeline,
+            version.version,
+            trigger_type,
+            trigger_detail,
+        )?;
         tracing::info!(execution = %id, pipeline, "Execution started.");
         self.advance(&mut st, &id)?;
         self.dispatch(&mut st)?;
@@ -250,15 +261,16 @@ impl Engine {
             return Ok(def.clone());
         }
         let stored = self.store.pipeline_version(name, Some(version))?;
-        let parsed = sluice_pipeline::parse(&stored.definition, Some(sluice_pipeline::Format::Json)).map_err(|d| {
-            EngineError::Definition {
-                name: name.to_string(),
-                version,
-                message: d.to_string(),
-            }
-        })?;
+        let parsed =
+            sluice_pipeline::parse(&stored.definition, Some(sluice_pipeline::Format::Json))
+                .map_err(|d| EngineError::Definition {
+                    name: name.to_string(),
+                    version,
+                    message: d.to_string(),
+                })?;
         let def = Arc::new(parsed.pipeline);
-        st.definitions.insert((name.to_string(), version), def.clone());
+        st.definitions
+            .insert((name.to_string(), version), def.clone());
         Ok(def)
     }
 
@@ -286,7 +298,11 @@ impl Engine {
 
         for (index, stage) in def.stages.iter().enumerate() {
             let index = index as i64;
-            match stages.iter().find(|s| s.stage_index == index).map(|s| s.status.as_str()) {
+            match stages
+                .iter()
+                .find(|s| s.stage_index == index)
+                .map(|s| s.status.as_str())
+            {
                 Some("Succeeded") => continue,
                 Some("InProgress") => {}
                 Some(_) => {
@@ -301,12 +317,15 @@ impl Engine {
             // The latest attempt of each action of this stage.
             let mut latest: HashMap<&str, &AttemptRow> = HashMap::new();
             for attempt in attempts.iter().filter(|a| a.stage_index == index) {
-                let entry = latest.entry(attempt.action_name.as_str()).or_insert(attempt);
+                let entry = latest
+                    .entry(attempt.action_name.as_str())
+                    .or_insert(attempt);
                 if attempt.attempt > entry.attempt {
                     *entry = attempt;
                 }
             }
-            let failed: Vec<&&AttemptRow> = latest.values().filter(|a| a.status == "Failed").collect();
+            let failed: Vec<&&AttemptRow> =
+                latest.values().filter(|a| a.status == "Failed").collect();
             let in_flight = latest.values().any(|a| a.status == "InProgress");
             if let Some(first) = failed.first() {
                 if !in_flight {
@@ -325,15 +344,23 @@ impl Engine {
             run_orders.sort_unstable();
             run_orders.dedup();
             for run_order in run_orders {
-                let group: Vec<&Action> = stage.actions.iter().filter(|a| a.run_order == run_order).collect();
-                if group
+                let group: Vec<&Action> = stage
+                    .actions
                     .iter()
-                    .all(|a| latest.get(a.name.as_str()).is_some_and(|x| x.status == "Succeeded"))
-                {
+                    .filter(|a| a.run_order == run_order)
+                    .collect();
+                if group.iter().all(|a| {
+                    latest
+                        .get(a.name.as_str())
+                        .is_some_and(|x| x.status == "Succeeded")
+                }) {
                     continue;
                 }
                 let mut again = false;
-                for action in group.iter().filter(|a| !latest.contains_key(a.name.as_str())) {
+                for action in group
+                    .iter()
+                    .filter(|a| !latest.contains_key(a.name.as_str()))
+                {
                     again |= self.queue_attempt(st, &execution, &def, index, action, 1)?;
                 }
                 return Ok(again);
@@ -345,8 +372,14 @@ impl Engine {
         Ok(false)
     }
 
-    fn finish_execution(&self, execution_id: &str, status: &str, summary: Option<&str>) -> Result<()> {
-        self.store.set_execution_status(execution_id, status, summary)?;
+    fn finish_execution(
+        &self,
+        execution_id: &str,
+        status: &str,
+        summary: Option<&str>,
+    ) -> Result<()> {
+        self.store
+            .set_execution_status(execution_id, status, summary)?;
         tracing::info!(execution = %execution_id, status, summary = summary.unwrap_or(""), "Execution finished.");
         self.emit(Event::Execution(execution_id.to_string()));
         Ok(())
@@ -386,8 +419,15 @@ impl Engine {
         let inputs = match inputs {
             Ok(inputs) => inputs,
             Err(problem) => {
-                self.store
-                    .finish_attempt(id, &token, "Failed", None, Some(&problem), &BTreeMap::new(), &[])?;
+                self.store.finish_attempt(
+                    id,
+                    &token,
+                    "Failed",
+                    None,
+                    Some(&problem),
+                    &BTreeMap::new(),
+                    &[],
+                )?;
                 return Ok(true);
             }
         };
@@ -489,7 +529,11 @@ impl Engine {
         Ok(())
     }
 
-    fn input_refs(&self, execution_id: &str, action: &Action) -> Result<Vec<sluice_proto::ArtifactRef>, String> {
+    fn input_refs(
+        &self,
+        execution_id: &str,
+        action: &Action,
+    ) -> Result<Vec<sluice_proto::ArtifactRef>, String> {
         let stored = self
             .store
             .artifacts(execution_id)
@@ -532,14 +576,23 @@ impl Engine {
         namespaces.insert("variables".into(), variables);
         let needs_outputs = action.configuration.values().any(|v| v.contains("#{"));
         if needs_outputs {
-            let attempts = self.store.attempts(&execution.id).map_err(|e| e.to_string())?;
+            let attempts = self
+                .store
+                .attempts(&execution.id)
+                .map_err(|e| e.to_string())?;
             for stage in &def.stages {
                 for other in &stage.actions {
-                    let Some(namespace) = &other.namespace else { continue };
+                    let Some(namespace) = &other.namespace else {
+                        continue;
+                    };
                     if let Some(done) = attempts
                         .iter()
                         .filter(|a| a.action_name == other.name && a.status == "Succeeded")
-                        .filter(|a| def.stages.get(a.stage_index as usize).is_some_and(|s| s.name == stage.name))
+                        .filter(|a| {
+                            def.stages
+                                .get(a.stage_index as usize)
+                                .is_some_and(|s| s.name == stage.name)
+                        })
                         .max_by_key(|a| a.attempt)
                     {
                         namespaces.insert(namespace.clone(), done.output_variables.clone());
@@ -549,7 +602,10 @@ impl Engine {
         }
         let mut resolved = BTreeMap::new();
         for (key, value) in &action.configuration {
-            resolved.insert(key.clone(), substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?);
+            resolved.insert(
+                key.clone(),
+                substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?,
+            );
         }
         Ok(resolved)
     }
@@ -561,7 +617,9 @@ impl Engine {
     fn dispatch(&self, st: &mut State) -> Result<()> {
         let ids: Vec<i64> = st.queue.keys().copied().collect();
         for id in ids {
-            let Some(queued) = st.queue.get(&id) else { continue };
+            let Some(queued) = st.queue.get(&id) else {
+                continue;
+            };
             let selector = queued.selector.clone();
             let candidate = st
                 .sessions
@@ -571,19 +629,27 @@ impl Engine {
                 .map(|(agent_id, _)| agent_id.clone());
             match candidate {
                 Some(agent_id) => {
-                    let Some(queued) = st.queue.remove(&id) else { continue };
+                    let Some(queued) = st.queue.remove(&id) else {
+                        continue;
+                    };
                     let lease = now_ms() + self.settings.lease_ttl.as_millis() as i64;
                     let token = queued.job.attempt.fencing_token.clone();
-                    if !self
-                        .store
-                        .move_attempt(id, &token, &[phase::QUEUED], phase::OFFERED, Some(&agent_id), Some(lease))?
-                    {
+                    if !self.store.move_attempt(
+                        id,
+                        &token,
+                        &[phase::QUEUED],
+                        phase::OFFERED,
+                        Some(&agent_id),
+                        Some(lease),
+                    )? {
                         continue;
                     }
                     let execution_id = queued.job.execution_id.clone();
                     if let Some(session) = st.sessions.get_mut(&agent_id) {
                         session.held.insert(id);
-                        let _ = session.tx.send(ControllerMessage::Offer(Box::new(queued.job)));
+                        let _ = session
+                            .tx
+                            .send(ControllerMessage::Offer(Box::new(queued.job)));
                     }
                     st.held.insert(
                         id,
@@ -599,12 +665,16 @@ impl Engine {
                 }
                 None => {
                     let reason = self.waiting_reason(st, &selector);
-                    let Some(queued) = st.queue.get_mut(&id) else { continue };
+                    let Some(queued) = st.queue.get_mut(&id) else {
+                        continue;
+                    };
                     if queued.waiting_reason.as_deref() != Some(reason.as_str()) {
                         queued.waiting_reason = Some(reason.clone());
                         self.store.set_waiting_reason(id, Some(&reason))?;
-                        let summary = format!("{}/{}: {reason}", queued.job.stage, queued.job.action);
-                        self.store.set_execution_summary(&queued.job.execution_id, Some(&summary))?;
+                        let summary =
+                            format!("{}/{}: {reason}", queued.job.stage, queued.job.action);
+                        self.store
+                            .set_execution_summary(&queued.job.execution_id, Some(&summary))?;
                         self.emit(Event::Execution(queued.job.execution_id.clone()));
                     }
                 }
@@ -637,9 +707,15 @@ impl Engine {
                 }
             );
         }
-        let online = matching.iter().filter(|id| st.sessions.contains_key(id.as_str())).count();
+        let online = matching
+            .iter()
+            .filter(|id| st.sessions.contains_key(id.as_str()))
+            .count();
         if online == 0 {
-            format!("waiting for {wanted}: {} matching agents are registered but none is connected", matching.len())
+            format!(
+                "waiting for {wanted}: {} matching agents are registered but none is connected",
+                matching.len()
+            )
         } else {
             format!("waiting for a free slot on {online} connected agents matching {wanted}")
         }
@@ -669,9 +745,12 @@ impl Engine {
         tx: mpsc::UnboundedSender<ControllerMessage>,
     ) -> Result<u64> {
         let mut st = self.lock();
-        self.store.agent_connected(&agent.id, &labels, i64::from(capacity), version)?;
         self.store
-            .renew_leases(&agent.id, now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
+            .agent_connected(&agent.id, &labels, i64::from(capacity), version)?;
+        self.store.renew_leases(
+            &agent.id,
+            now_ms() + self.settings.lease_ttl.as_millis() as i64,
+        )?;
         st.next_session_id += 1;
         let session_id = st.next_session_id;
         // Attempts this agent held: keep those it still runs, fail those it lost
@@ -694,14 +773,18 @@ impl Engine {
         let lost: Vec<(i64, String, String)> = st
             .held
             .iter()
-            .filter(|(id, h)| h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_none())
+            .filter(|(id, h)| {
+                h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_none()
+            })
             .map(|(id, h)| (*id, h.token.clone(), h.execution_id.clone()))
             .collect();
         // Offers not yet accepted that the agent no longer knows about go back to the queue.
         let unaccepted: Vec<i64> = st
             .held
             .iter()
-            .filter(|(id, h)| h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_some())
+            .filter(|(id, h)| {
+                h.agent_id == agent.id && !running_ids.contains(id) && h.offered_at_ms.is_some()
+            })
             .map(|(id, _)| *id)
             .collect();
         if let Some(old) = st.sessions.insert(
@@ -719,7 +802,13 @@ impl Engine {
         st.registered.insert(agent.id.clone(), labels);
         for (id, token, execution_id) in lost {
             st.held.remove(&id);
-            self.fail_held(&mut st, id, &token, &execution_id, "agent lost: the agent restarted and no longer runs this action")?;
+            self.fail_held(
+                &mut st,
+                id,
+                &token,
+                &execution_id,
+                "agent lost: the agent restarted and no longer runs this action",
+            )?;
         }
         for id in unaccepted {
             self.requeue(&mut st, id)?;
@@ -735,7 +824,11 @@ impl Engine {
     /// A session ended. Its attempts keep their leases: the agent may come back.
     pub fn disconnect(&self, agent_id: &str, session_id: u64) -> Result<()> {
         let mut st = self.lock();
-        if st.sessions.get(agent_id).is_some_and(|s| s.session_id == session_id) {
+        if st
+            .sessions
+            .get(agent_id)
+            .is_some_and(|s| s.session_id == session_id)
+        {
             st.sessions.remove(agent_id);
             self.store.set_agent_state(agent_id, "offline")?;
             tracing::info!(agent = %agent_id, "Agent disconnected.");
@@ -749,8 +842,10 @@ impl Engine {
 
     /// A heartbeat renews every lease the agent holds.
     pub fn heartbeat(&self, agent_id: &str) -> Result<()> {
-        self.store
-            .renew_leases(agent_id, now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
+        self.store.renew_leases(
+            agent_id,
+            now_ms() + self.settings.lease_ttl.as_millis() as i64,
+        )?;
         Ok(())
     }
 
@@ -761,7 +856,10 @@ impl Engine {
                 "stale fencing token for attempt {}: a newer attempt replaced it",
                 attempt.attempt_id
             )),
-            Some(_) => Some(format!("attempt {} is held by another agent", attempt.attempt_id)),
+            Some(_) => Some(format!(
+                "attempt {} is held by another agent",
+                attempt.attempt_id
+            )),
             None => Some(format!(
                 "attempt {} is not running (it finished, was lost, or never existed)",
                 attempt.attempt_id
@@ -792,7 +890,10 @@ impl Engine {
                 message: "the offer was withdrawn".into(),
             }));
         }
-        let relative = self.logs.relative_path(&st.held[&attempt.attempt_id].execution_id, attempt.attempt_id);
+        let relative = self.logs.relative_path(
+            &st.held[&attempt.attempt_id].execution_id,
+            attempt.attempt_id,
+        );
         self.store.ensure_log(attempt.attempt_id, &relative)?;
         if let Some(held) = st.held.get_mut(&attempt.attempt_id) {
             held.offered_at_ms = None;
@@ -813,14 +914,20 @@ impl Engine {
     }
 
     fn requeue(&self, st: &mut State, id: i64) -> Result<()> {
-        let Some(held) = st.held.remove(&id) else { return Ok(()) };
+        let Some(held) = st.held.remove(&id) else {
+            return Ok(());
+        };
         if let Some(session) = st.sessions.get_mut(&held.agent_id) {
             session.held.remove(&id);
         }
-        if self
-            .store
-            .move_attempt(id, &held.token, &[phase::OFFERED], phase::QUEUED, None, None)?
-        {
+        if self.store.move_attempt(
+            id,
+            &held.token,
+            &[phase::OFFERED],
+            phase::QUEUED,
+            None,
+            None,
+        )? {
             let row = self.store.attempt(id)?;
             self.enqueue_existing(st, &row)?;
         }
@@ -828,7 +935,13 @@ impl Engine {
     }
 
     /// Appends a log chunk at its offset. Returns the acknowledgement to send.
-    pub fn log(&self, agent_id: &str, attempt: &AttemptRef, offset: u64, data: &str) -> Result<Reply> {
+    pub fn log(
+        &self,
+        agent_id: &str,
+        attempt: &AttemptRef,
+        offset: u64,
+        data: &str,
+    ) -> Result<Reply> {
         let st = self.lock();
         if let Some(message) = self.check_holder(&st, agent_id, attempt) {
             return Ok(Reply::Send(ControllerMessage::Stale {
@@ -838,8 +951,11 @@ impl Engine {
         }
         let execution_id = st.held[&attempt.attempt_id].execution_id.clone();
         drop(st);
-        let stored = self.logs.write_at(&execution_id, attempt.attempt_id, offset, data.as_bytes())?;
-        self.store.set_log_length(attempt.attempt_id, stored as i64)?;
+        let stored =
+            self.logs
+                .write_at(&execution_id, attempt.attempt_id, offset, data.as_bytes())?;
+        self.store
+            .set_log_length(attempt.attempt_id, stored as i64)?;
         self.emit(Event::Log(attempt.attempt_id));
         Ok(Reply::Send(ControllerMessage::LogAck {
             attempt_id: attempt.attempt_id,
@@ -871,19 +987,37 @@ impl Engine {
                 output_variables,
                 artifacts,
             } => match self.check_artifacts(artifacts) {
-                Ok(rows) => ("Succeeded", Some(summary.as_str()), None, output_variables.clone(), rows),
+                Ok(rows) => (
+                    "Succeeded",
+                    Some(summary.as_str()),
+                    None,
+                    output_variables.clone(),
+                    rows,
+                ),
                 Err(problem) => ("Failed", None, Some(problem), BTreeMap::new(), Vec::new()),
             },
-            Outcome::Failed { message } => ("Failed", None, Some(message.clone()), BTreeMap::new(), Vec::new()),
+            Outcome::Failed { message } => (
+                "Failed",
+                None,
+                Some(message.clone()),
+                BTreeMap::new(),
+                Vec::new(),
+            ),
         };
         // The log is whole only if what we stored is exactly what the agent wrote.
         let relative = self.logs.relative_path(&execution_id, id);
         self.store.ensure_log(id, &relative)?;
         let (stored_length, stored_sha) = self.logs.digest(&execution_id, id)?;
         let complete = stored_length == log_length && stored_sha == log_sha256;
-        self.store.finish_log(id, log_length as i64, log_sha256, complete)?;
+        self.store
+            .finish_log(id, log_length as i64, log_sha256, complete)?;
         if !complete {
-            tracing::warn!(attempt = id, stored_length, log_length, "Log arrived incomplete.");
+            tracing::warn!(
+                attempt = id,
+                stored_length,
+                log_length,
+                "Log arrived incomplete."
+            );
         }
         if !self.store.finish_attempt(
             id,
@@ -911,26 +1045,46 @@ impl Engine {
         Ok(Reply::Send(ControllerMessage::FinishAck { attempt_id: id }))
     }
 
-    fn check_artifacts(&self, artifacts: &[sluice_proto::ArtifactRef]) -> Result<Vec<(String, String, i64)>, String> {
+    fn check_artifacts(
+        &self,
+        artifacts: &[sluice_proto::ArtifactRef],
+    ) -> Result<Vec<(String, String, i64)>, String> {
         artifacts
             .iter()
             .map(|a| match self.blobs.size(&a.sha256) {
-                Ok(Some(size)) if size == a.size => Ok((a.name.clone(), a.sha256.clone(), size as i64)),
+                Ok(Some(size)) if size == a.size => {
+                    Ok((a.name.clone(), a.sha256.clone(), size as i64))
+                }
                 Ok(Some(size)) => Err(format!(
                     "output artifact \"{}\" is stored with {size} bytes but the agent reported {}",
                     a.name, a.size
                 )),
-                Ok(None) => Err(format!("output artifact \"{}\" (sha256 {}) was never uploaded", a.name, a.sha256)),
+                Ok(None) => Err(format!(
+                    "output artifact \"{}\" (sha256 {}) was never uploaded",
+                    a.name, a.sha256
+                )),
                 Err(e) => Err(format!("output artifact \"{}\": {e}", a.name)),
             })
             .collect()
     }
 
-    fn fail_held(&self, st: &mut State, id: i64, token: &str, execution_id: &str, message: &str) -> Result<()> {
-        if self
-            .store
-            .finish_attempt(id, token, "Failed", None, Some(message), &BTreeMap::new(), &[])?
-        {
+    fn fail_held(
+        &self,
+        st: &mut State,
+        id: i64,
+        token: &str,
+        execution_id: &str,
+        message: &str,
+    ) -> Result<()> {
+        if self.store.finish_attempt(
+            id,
+            token,
+            "Failed",
+            None,
+            Some(message),
+            &BTreeMap::new(),
+            &[],
+        )? {
             tracing::warn!(attempt = id, message, "Action attempt failed.");
             if let Some(row) = self.store.log(id)? {
                 self.store.finish_log(id, row.stored_length, "", false)?;
@@ -966,7 +1120,13 @@ impl Engine {
                 "agent lost: agent {agent} sent no heartbeat for {}s while running this action",
                 self.settings.lease_ttl.as_secs()
             );
-            self.fail_held(&mut st, attempt.id, &attempt.fencing_token, &attempt.execution_id, &message)?;
+            self.fail_held(
+                &mut st,
+                attempt.id,
+                &attempt.fencing_token,
+                &attempt.execution_id,
+                &message,
+            )?;
             self.emit(Event::Execution(attempt.execution_id.clone()));
         }
         self.dispatch(&mut st)
@@ -974,7 +1134,8 @@ impl Engine {
 
     /// Runs [`Engine::reap`] forever at a fraction of the lease.
     pub async fn run_reaper(self: Arc<Self>) {
-        let period = (self.settings.lease_ttl / 8).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        let period =
+            (self.settings.lease_ttl / 8).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
         loop {
             ticker.tick().await;
@@ -1005,7 +1166,10 @@ fn new_token() -> String {
 }
 
 /// Whether an agent's labels satisfy an action's selector (every key present, equal).
-pub fn labels_match(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+pub fn labels_match(
+    selector: &BTreeMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
@@ -1019,7 +1183,10 @@ pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// Replaces every `#{namespace.name}` in `value`.
-fn substitute(value: &str, namespaces: &HashMap<String, BTreeMap<String, String>>) -> Result<String, String> {
+fn substitute(
+    value: &str,
+    namespaces: &HashMap<String, BTreeMap<String, String>>,
+) -> Result<String, String> {
     let mut out = String::with_capacity(value.len());
     let mut rest = value;
     while let Some(start) = rest.find("#{") {
@@ -1030,13 +1197,17 @@ fn substitute(value: &str, namespaces: &HashMap<String, BTreeMap<String, String>
         };
         let reference = &after[..end];
         let Some((namespace, name)) = reference.split_once('.') else {
-            return Err(format!("\"#{{{reference}}}\" must have the form #{{namespace.name}}"));
+            return Err(format!(
+                "\"#{{{reference}}}\" must have the form #{{namespace.name}}"
+            ));
         };
         let found = namespaces.get(namespace).and_then(|vars| vars.get(name));
         match found {
             Some(v) => out.push_str(v),
             None if namespaces.contains_key(namespace) => {
-                return Err(format!("variable \"{name}\" is not set in namespace \"{namespace}\""));
+                return Err(format!(
+                    "variable \"{name}\" is not set in namespace \"{namespace}\""
+                ));
             }
             None => {
                 return Err(format!(
@@ -1065,15 +1236,32 @@ mod tests {
             substitute("id=#{codepipeline.PipelineExecutionId}!", &namespaces).unwrap(),
             "id=abc!"
         );
-        assert!(substitute("#{Source.CommitId}", &namespaces).unwrap_err().contains("\"Source\""));
-        assert!(substitute("#{codepipeline.Nope}", &namespaces).unwrap_err().contains("\"Nope\""));
+        assert!(
+            substitute("#{Source.CommitId}", &namespaces)
+                .unwrap_err()
+                .contains("\"Source\"")
+        );
+        assert!(
+            substitute("#{codepipeline.Nope}", &namespaces)
+                .unwrap_err()
+                .contains("\"Nope\"")
+        );
     }
 
     #[test]
     fn selectors_need_every_label() {
-        let labels = BTreeMap::from([("os".to_string(), "linux".to_string()), ("arch".to_string(), "x86".to_string())]);
+        let labels = BTreeMap::from([
+            ("os".to_string(), "linux".to_string()),
+            ("arch".to_string(), "x86".to_string()),
+        ]);
         assert!(labels_match(&BTreeMap::new(), &labels));
-        assert!(labels_match(&BTreeMap::from([("os".into(), "linux".into())]), &labels));
-        assert!(!labels_match(&BTreeMap::from([("os".into(), "windows".into())]), &labels));
+        assert!(labels_match(
+            &BTreeMap::from([("os".into(), "linux".into())]),
+            &labels
+        ));
+        assert!(!labels_match(
+            &BTreeMap::from([("os".into(), "windows".into())]),
+            &labels
+        ));
     }
 }

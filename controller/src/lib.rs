@@ -181,7 +181,9 @@ impl Controller {
     /// Makes a new API token (only its hash is stored) and returns it.
     pub fn create_api_token(&self, name: &str) -> Result<String, store::StoreError> {
         let token = api::new_secret("sat");
-        self.engine.store().insert_api_token(&api::hash_secret(&token), name)?;
+        self.engine
+            .store()
+            .insert_api_token(&api::hash_secret(&token), name)?;
         Ok(token)
     }
 
@@ -201,7 +203,10 @@ impl Controller {
 
     /// Whether an API token is valid.
     pub fn api_token_is_valid(&self, token: &str) -> bool {
-        matches!(self.engine.store().api_token(&api::hash_secret(token)), Ok(Some(_)))
+        matches!(
+            self.engine.store().api_token(&api::hash_secret(token)),
+            Ok(Some(_))
+        )
     }
 
     /// Stops serving (the database stays consistent: every transition is committed).

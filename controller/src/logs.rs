@@ -33,16 +33,27 @@ impl LogFiles {
 
     /// The log's absolute path.
     pub fn path(&self, execution_id: &str, attempt_id: i64) -> PathBuf {
-        self.data_dir.join(self.relative_path(execution_id, attempt_id))
+        self.data_dir
+            .join(self.relative_path(execution_id, attempt_id))
     }
 
     /// Writes `data` at `offset`; returns the file's length afterwards.
-    pub fn write_at(&self, execution_id: &str, attempt_id: i64, offset: u64, data: &[u8]) -> std::io::Result<u64> {
+    pub fn write_at(
+        &self,
+        execution_id: &str,
+        attempt_id: i64,
+        offset: u64,
+        data: &[u8],
+    ) -> std::io::Result<u64> {
         let path = self.path(execution_id, attempt_id);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
         file.write_all_at(data, offset)?;
         Ok(file.metadata()?.len())
     }
@@ -70,7 +81,13 @@ impl LogFiles {
     }
 
     /// Reads up to `limit` bytes from `offset`.
-    pub fn read(&self, execution_id: &str, attempt_id: i64, offset: u64, limit: usize) -> std::io::Result<Vec<u8>> {
+    pub fn read(
+        &self,
+        execution_id: &str,
+        attempt_id: i64,
+        offset: u64,
+        limit: usize,
+    ) -> std::io::Result<Vec<u8>> {
         let mut file = match std::fs::File::open(self.path(execution_id, attempt_id)) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

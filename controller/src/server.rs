@@ -41,11 +41,17 @@ where
     }
 }
 
-async fn serve_connection<F>(acceptor: TlsAcceptor, tcp: tokio::net::TcpStream, remote: SocketAddr, routes: F)
-where
+async fn serve_connection<F>(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    remote: SocketAddr,
+    routes: F,
+) where
     F: Filter<Extract = (Response,), Error = Infallible> + Clone + Send + Sync + 'static,
 {
-    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp)).await {
+    let tls = match tokio::time::timeout(std::time::Duration::from_secs(10), acceptor.accept(tcp))
+        .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             // Agents with a certificate from another CA end here.
@@ -101,7 +107,10 @@ where
     type Error = Infallible;
     type Future = Fut;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
         std::task::Poll::Ready(Ok(()))
     }
 

@@ -64,7 +64,14 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
         heartbeat_interval_ms: settings.heartbeat_interval.as_millis() as u64,
         lease_ttl_ms: settings.lease_ttl.as_millis() as u64,
     });
-    let session_id = match engine.connect(&agent, labels, capacity, &agent_version, &running, tx.clone()) {
+    let session_id = match engine.connect(
+        &agent,
+        labels,
+        capacity,
+        &agent_version,
+        &running,
+        tx.clone(),
+    ) {
         Ok(id) => id,
         Err(e) => {
             tracing::error!(agent = %agent.id, error = %e, "Could not register the agent session.");
@@ -109,8 +116,14 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
             AgentMessage::Hello { .. } => Ok(Reply::Nothing),
             AgentMessage::Heartbeat { .. } => engine.heartbeat(&agent.id).map(|()| Reply::Nothing),
             AgentMessage::Accept(attempt) => engine.accept(&agent.id, attempt),
-            AgentMessage::Reject { attempt, reason } => engine.reject(&agent.id, attempt, reason).map(|()| Reply::Nothing),
-            AgentMessage::Log { attempt, offset, data } => engine.log(&agent.id, attempt, *offset, data),
+            AgentMessage::Reject { attempt, reason } => engine
+                .reject(&agent.id, attempt, reason)
+                .map(|()| Reply::Nothing),
+            AgentMessage::Log {
+                attempt,
+                offset,
+                data,
+            } => engine.log(&agent.id, attempt, *offset, data),
             AgentMessage::Finished {
                 attempt,
                 outcome,

@@ -13,7 +13,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 /// Schema migrations, applied in order. A shipped migration is never edited.
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_initial",
+    include_str!("../migrations/0001_initial.sql"),
+)];
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +34,9 @@ pub enum StoreError {
     #[error("{0}")]
     Conflict(String),
     /// The database was written by a newer Sluice.
-    #[error("the database schema version {found} is newer than this build knows ({known}); upgrade Sluice")]
+    #[error(
+        "the database schema version {found} is newer than this build knows ({known}); upgrade Sluice"
+    )]
     TooNew {
         /// Version found in the file.
         found: usize,
@@ -284,7 +289,9 @@ impl Store {
     fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves the connection usable: every
         // multi-statement change runs in a transaction that rolls back on drop.
-        self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn migrate(&self) -> Result<()> {
@@ -314,7 +321,9 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let exists: bool = tx
-            .query_row("SELECT 1 FROM pipelines WHERE name = ?1", [name], |_| Ok(true))
+            .query_row("SELECT 1 FROM pipelines WHERE name = ?1", [name], |_| {
+                Ok(true)
+            })
             .optional()?
             .unwrap_or(false);
         if exists {
@@ -340,7 +349,11 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let current: Option<i64> = tx
-            .query_row("SELECT current_version FROM pipelines WHERE name = ?1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT current_version FROM pipelines WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()?;
         let Some(current) = current else {
             return Err(StoreError::NotFound(format!(
@@ -459,13 +472,19 @@ impl Store {
     /// Ids of executions still in progress, oldest first.
     pub fn executions_in_progress(&self) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare("SELECT id FROM executions WHERE status = 'InProgress' ORDER BY seq")?;
+        let mut stmt =
+            conn.prepare("SELECT id FROM executions WHERE status = 'InProgress' ORDER BY seq")?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Sets an execution's status and summary; a terminal status also sets the end time.
-    pub fn set_execution_status(&self, id: &str, status: &str, summary: Option<&str>) -> Result<()> {
+    pub fn set_execution_status(
+        &self,
+        id: &str,
+        status: &str,
+        summary: Option<&str>,
+    ) -> Result<()> {
         let finished = (status != "InProgress").then(now_ms);
         self.conn().execute(
             "UPDATE executions SET status = ?2, status_summary = ?3, finished_at_ms = COALESCE(?4, finished_at_ms) WHERE id = ?1",
@@ -549,7 +568,11 @@ impl Store {
     /// One attempt.
     pub fn attempt(&self, id: i64) -> Result<AttemptRow> {
         self.conn()
-            .query_row(&format!("{ATTEMPT_SELECT} WHERE id = ?1"), [id], attempt_from_row)
+            .query_row(
+                &format!("{ATTEMPT_SELECT} WHERE id = ?1"),
+                [id],
+                attempt_from_row,
+            )
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("attempt {id} does not exist")))
     }
@@ -567,7 +590,9 @@ impl Store {
     /// Attempts not yet done, oldest first (for a restart).
     pub fn open_attempts(&self) -> Result<Vec<AttemptRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!("{ATTEMPT_SELECT} WHERE phase <> 'done' ORDER BY id"))?;
+        let mut stmt = conn.prepare(&format!(
+            "{ATTEMPT_SELECT} WHERE phase <> 'done' ORDER BY id"
+        ))?;
         let rows = stmt.query_map([], attempt_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -590,7 +615,15 @@ impl Store {
              SET phase = ?3, agent_id = ?4, lease_expires_at_ms = ?5, waiting_reason = NULL,
                  started_at_ms = COALESCE(started_at_ms, ?6)
              WHERE id = ?1 AND fencing_token = ?2 AND phase IN (SELECT value FROM json_each(?7))",
-            params![id, token, to, agent_id, lease_expires_at_ms, started, serde_json::to_string(from)?],
+            params![
+                id,
+                token,
+                to,
+                agent_id,
+                lease_expires_at_ms,
+                started,
+                serde_json::to_string(from)?
+            ],
         )?;
         Ok(changed == 1)
     }
@@ -615,7 +648,15 @@ impl Store {
              SET status = ?3, phase = 'done', summary = ?4, error = ?5, output_variables = ?6,
                  finished_at_ms = ?7, lease_expires_at_ms = NULL, waiting_reason = NULL
              WHERE id = ?1 AND fencing_token = ?2 AND phase <> 'done'",
-            params![id, token, status, summary, error, serde_json::to_string(output_variables)?, now],
+            params![
+                id,
+                token,
+                status,
+                summary,
+                error,
+                serde_json::to_string(output_variables)?,
+                now
+            ],
         )?;
         if changed == 0 {
             return Ok(false);
@@ -712,7 +753,13 @@ impl Store {
     }
 
     /// Records the agent's final word on a log and whether the stored copy matches it.
-    pub fn finish_log(&self, attempt_id: i64, length: i64, sha256: &str, complete: bool) -> Result<()> {
+    pub fn finish_log(
+        &self,
+        attempt_id: i64,
+        length: i64,
+        sha256: &str,
+        complete: bool,
+    ) -> Result<()> {
         self.conn().execute(
             "UPDATE logs SET reported_length = ?2, reported_sha256 = ?3, complete = ?4 WHERE attempt_id = ?1",
             params![attempt_id, length, sha256, complete],
@@ -743,7 +790,12 @@ impl Store {
     // ---- agents and tokens -----------------------------------------------------
 
     /// Stores a join token's hash.
-    pub fn insert_join_token(&self, sha256: &str, labels: &BTreeMap<String, String>, expires_at_ms: i64) -> Result<()> {
+    pub fn insert_join_token(
+        &self,
+        sha256: &str,
+        labels: &BTreeMap<String, String>,
+        expires_at_ms: i64,
+    ) -> Result<()> {
         self.conn().execute(
             "INSERT INTO join_tokens (token_sha256, labels, created_at_ms, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![sha256, serde_json::to_string(labels)?, now_ms(), expires_at_ms],
@@ -753,7 +805,11 @@ impl Store {
 
     /// Uses up a join token and registers the agent, atomically. The error says why a
     /// token was refused.
-    pub fn join_agent(&self, token_sha256: &str, agent: &AgentRow) -> Result<BTreeMap<String, String>> {
+    pub fn join_agent(
+        &self,
+        token_sha256: &str,
+        agent: &AgentRow,
+    ) -> Result<BTreeMap<String, String>> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let token: Option<(String, i64, Option<i64>)> = tx
@@ -765,7 +821,12 @@ impl Store {
             .optional()?;
         let now = now_ms();
         let labels = match token {
-            None => return Err(StoreError::NotFound("the join token is not valid; create one with `sluice agent token create`".into())),
+            None => {
+                return Err(StoreError::NotFound(
+                    "the join token is not valid; create one with `sluice agent token create`"
+                        .into(),
+                ));
+            }
             Some((_, _, Some(_))) => {
                 return Err(StoreError::Conflict(
                     "the join token was already used; tokens are single-use, create a new one with `sluice agent token create`".into(),
@@ -773,7 +834,8 @@ impl Store {
             }
             Some((_, expires, None)) if expires <= now => {
                 return Err(StoreError::Conflict(
-                    "the join token has expired; create a new one with `sluice agent token create`".into(),
+                    "the join token has expired; create a new one with `sluice agent token create`"
+                        .into(),
                 ));
             }
             Some((labels, _, None)) => labels,
@@ -839,15 +901,19 @@ impl Store {
 
     /// Sets an agent's state.
     pub fn set_agent_state(&self, id: &str, state: &str) -> Result<()> {
-        self.conn()
-            .execute("UPDATE agents SET state = ?2 WHERE id = ?1", params![id, state])?;
+        self.conn().execute(
+            "UPDATE agents SET state = ?2 WHERE id = ?1",
+            params![id, state],
+        )?;
         Ok(())
     }
 
     /// Marks every agent offline (at controller start, before any session exists).
     pub fn mark_agents_offline(&self) -> Result<()> {
-        self.conn()
-            .execute("UPDATE agents SET state = 'offline' WHERE state = 'online'", [])?;
+        self.conn().execute(
+            "UPDATE agents SET state = 'offline' WHERE state = 'online'",
+            [],
+        )?;
         Ok(())
     }
 
@@ -864,19 +930,25 @@ impl Store {
     pub fn api_token(&self, sha256: &str) -> Result<Option<String>> {
         Ok(self
             .conn()
-            .query_row("SELECT name FROM api_tokens WHERE token_sha256 = ?1", [sha256], |r| r.get(0))
+            .query_row(
+                "SELECT name FROM api_tokens WHERE token_sha256 = ?1",
+                [sha256],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 }
 
-const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary,
+const EXECUTION_SELECT_BY_ID: &str =
+    "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary,
     trigger_type, trigger_detail, started_at_ms, finished_at_ms FROM executions WHERE id = ?1";
 
 const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
     fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
     summary, error, queued_at_ms, started_at_ms, finished_at_ms FROM action_attempts";
 
-const AGENT_SELECT: &str = "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
+const AGENT_SELECT: &str =
+    "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
     last_heartbeat_ms FROM agents";
 
 fn pipeline_version_from_row(r: &Row<'_>) -> rusqlite::Result<PipelineVersion> {
@@ -907,8 +979,13 @@ fn json_map(r: &Row<'_>, index: usize) -> rusqlite::Result<BTreeMap<String, Stri
     let text: Option<String> = r.get(index)?;
     match text {
         None => Ok(BTreeMap::new()),
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, Box::new(e))),
+        Some(text) => serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(
+                index,
+                rusqlite::types::Type::Text,
+                Box::new(e),
+            )
+        }),
     }
 }
 
@@ -958,17 +1035,28 @@ mod tests {
     fn pipeline_versions_are_kept() {
         let store = Store::open_in_memory().unwrap();
         assert_eq!(store.create_pipeline("p", "{\"v\":1}").unwrap(), 1);
-        assert!(matches!(store.create_pipeline("p", "{}"), Err(StoreError::Conflict(_))));
+        assert!(matches!(
+            store.create_pipeline("p", "{}"),
+            Err(StoreError::Conflict(_))
+        ));
         assert_eq!(store.update_pipeline("p", "{\"v\":2}").unwrap(), 2);
-        assert_eq!(store.pipeline_version("p", None).unwrap().definition, "{\"v\":2}");
-        assert_eq!(store.pipeline_version("p", Some(1)).unwrap().definition, "{\"v\":1}");
+        assert_eq!(
+            store.pipeline_version("p", None).unwrap().definition,
+            "{\"v\":2}"
+        );
+        assert_eq!(
+            store.pipeline_version("p", Some(1)).unwrap().definition,
+            "{\"v\":1}"
+        );
     }
 
     #[test]
     fn stale_fencing_token_changes_nothing() {
         let store = Store::open_in_memory().unwrap();
         store.create_pipeline("p", "{}").unwrap();
-        store.insert_execution("e1", "p", 1, "StartPipelineExecution", "test").unwrap();
+        store
+            .insert_execution("e1", "p", 1, "StartPipelineExecution", "test")
+            .unwrap();
         let config = BTreeMap::new();
         let id = store
             .insert_attempt(&NewAttempt {
@@ -981,12 +1069,32 @@ mod tests {
                 resolved_configuration: &config,
             })
             .unwrap();
-        assert!(!store.move_attempt(id, "bad", &[phase::QUEUED], phase::OFFERED, None, None).unwrap());
-        assert!(store.move_attempt(id, "good", &[phase::QUEUED], phase::OFFERED, None, None).unwrap());
+        assert!(
+            !store
+                .move_attempt(id, "bad", &[phase::QUEUED], phase::OFFERED, None, None)
+                .unwrap()
+        );
+        assert!(
+            store
+                .move_attempt(id, "good", &[phase::QUEUED], phase::OFFERED, None, None)
+                .unwrap()
+        );
         let vars = BTreeMap::new();
-        assert!(!store.finish_attempt(id, "bad", "Succeeded", None, None, &vars, &[]).unwrap());
-        assert!(store.finish_attempt(id, "good", "Failed", None, Some("x"), &vars, &[]).unwrap());
-        assert!(!store.finish_attempt(id, "good", "Succeeded", None, None, &vars, &[]).unwrap());
+        assert!(
+            !store
+                .finish_attempt(id, "bad", "Succeeded", None, None, &vars, &[])
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_attempt(id, "good", "Failed", None, Some("x"), &vars, &[])
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_attempt(id, "good", "Succeeded", None, None, &vars, &[])
+                .unwrap()
+        );
         assert_eq!(store.attempt(id).unwrap().status, "Failed");
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -122,10 +122,11 @@ impl Certificates {
         }
         let ca_pem = read(&ca_cert_path)?;
         let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)?;
-        let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| TlsError::Pem {
-            path: ca_cert_path.clone(),
-            message: format!("not a PEM certificate: {e}"),
-        })?;
+        let ca_der =
+            CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|e| TlsError::Pem {
+                path: ca_cert_path.clone(),
+                message: format!("not a PEM certificate: {e}"),
+            })?;
 
         let (server_cert_path, server_key_path) = match server_files {
             Some((cert, key)) => (cert.to_owned(), key.to_owned()),
@@ -133,7 +134,11 @@ impl Certificates {
                 let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
                 if !cert.exists() {
                     let issuer = Issuer::from_ca_cert_der(&ca_der, &ca_key)?;
-                    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+                    let mut names = vec![
+                        "localhost".to_string(),
+                        "127.0.0.1".to_string(),
+                        "::1".to_string(),
+                    ];
                     if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
                         let host = host.trim();
                         if !host.is_empty() {
@@ -168,12 +173,11 @@ impl Certificates {
                 message: "no certificate found".into(),
             });
         }
-        let server_key = PrivateKeyDer::from_pem_slice(read(&server_key_path)?.as_bytes()).map_err(|e| {
-            TlsError::Pem {
+        let server_key = PrivateKeyDer::from_pem_slice(read(&server_key_path)?.as_bytes())
+            .map_err(|e| TlsError::Pem {
                 path: server_key_path.clone(),
                 message: format!("not a PEM private key: {e}"),
-            }
-        })?;
+            })?;
         Ok(Certificates {
             ca_pem,
             ca_der,
@@ -200,9 +204,10 @@ impl Certificates {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut roots = RootCertStore::empty();
         roots.add(self.ca_der.clone())?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()?;
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
             .with_client_cert_verifier(verifier)
