@@ -1,1 +1,514 @@
+//! End-to-end tests: a real controller and real agents as separate processes on
+//! 127.0.0.1, talking mutually authenticated TLS, running the real WASM plugins.
 
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use sluice_e2e::*;
+
+fn pipeline_yaml(repo: &std::path::Path, deploy: &std::path::Path) -> String {
+    format!(
+        r##"
+name: e2e
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {{category: Source, owner: Sluice, provider: git, version: "1"}}
+        namespace: Src
+        configuration:
+          RepositoryPath: {repo}
+          BranchName: main
+        outputArtifacts: [Code]
+  - name: Test
+    actions:
+      - name: TestA
+        actionTypeId: {{category: Test, owner: Sluice, provider: commands, version: "1"}}
+        configuration:
+          Commands: |
+            sleep 1
+            sh check.sh A "#{{Src.CommitId}}" > result-a.txt
+          OutputPaths: result-a.txt
+        inputArtifacts: [Code]
+        outputArtifacts: [ResultA]
+      - name: TestB
+        actionTypeId: {{category: Test, owner: Sluice, provider: commands, version: "1"}}
+        configuration:
+          Commands: |
+            sleep 1
+            sh check.sh B "#{{Src.CommitId}}" > result-b.txt
+          OutputPaths: result-b.txt
+        inputArtifacts: [Code]
+        outputArtifacts: [ResultB]
+  - name: Deploy
+    actions:
+      - name: Publish
+        actionTypeId: {{category: Deploy, owner: Sluice, provider: directory, version: "1"}}
+        configuration:
+          TargetDirectory: {deploy}
+        inputArtifacts: [Code]
+"##,
+        repo = repo.display(),
+        deploy = deploy.display()
+    )
+}
+
+const CHECK_SH: &str = "test -f app.txt && echo \"suite $1 passed at $2\"\n";
+
+#[test]
+fn three_stage_pipeline_runs_on_two_agents() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    let agent_a = dir.path().join("agent-a");
+    let agent_b = dir.path().join("agent-b");
+    controller.join_agent(&agent_a, "pool=e2e");
+    controller.join_agent(&agent_b, "pool=e2e");
+    let _a = run_agent(&agent_a, 1);
+    let _b = run_agent(&agent_b, 1);
+
+    let repo = git_repo(
+        &dir.path().join("repo"),
+        &[
+            ("app.txt", "version 1\n"),
+            ("check.sh", CHECK_SH),
+            ("bin/tool", "#!/bin/sh\n"),
+        ],
+    );
+    let deploy = dir.path().join("deployed");
+    let definition = dir.path().join("pipeline.yaml");
+    std::fs::write(&definition, pipeline_yaml(&repo, &deploy)).unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+
+    let id = ok(controller.cli().args(["pipeline", "start", "e2e"]))
+        .trim()
+        .to_string();
+    let execution = controller.wait_finished(&id, Duration::from_secs(120));
+    assert_eq!(execution["status"], "Succeeded", "{execution:#}");
+
+    // The deployed tree is the repository's head, without .git.
+    assert_eq!(
+        std::fs::read_to_string(deploy.join("app.txt")).unwrap(),
+        "version 1\n"
+    );
+    assert!(deploy.join("bin/tool").exists());
+    assert!(!deploy.join(".git").exists());
+
+    // Every artifact in history is a blob whose content hashes to its recorded digest.
+    let artifacts = execution["artifacts"].as_array().unwrap();
+    let names: Vec<&str> = artifacts
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    for expected in ["Code", "ResultA", "ResultB"] {
+        assert!(
+            names.contains(&expected),
+            "artifact {expected} missing from {names:?}"
+        );
+    }
+    for artifact in artifacts {
+        let digest = artifact["sha256"].as_str().unwrap();
+        let blob = controller.data_dir.join("blobs").join(digest);
+        assert_eq!(sha256_file(&blob), digest);
+        assert_eq!(
+            std::fs::metadata(&blob).unwrap().len(),
+            artifact["size"].as_u64().unwrap()
+        );
+    }
+
+    // History rows: the execution, its three stages and four actions, all succeeded,
+    // and the two tests ran at the same time on different agents.
+    let db = controller.db();
+    let status: String = db
+        .query_row("SELECT status FROM executions WHERE id = ?1", [&id], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(status, "Succeeded");
+    let stages: Vec<(String, String)> = db
+        .prepare("SELECT stage_name, status FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index")
+        .unwrap()
+        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(
+        stages,
+        [
+            ("Source", "Succeeded"),
+            ("Test", "Succeeded"),
+            ("Deploy", "Succeeded")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let attempts: Vec<(String, String, String, i64, i64)> = db
+        .prepare(
+            "SELECT action_name, status, agent_id, started_at_ms, finished_at_ms FROM action_attempts
+             WHERE execution_id = ?1 ORDER BY stage_index, action_name",
+        )
+        .unwrap()
+        .query_map([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(attempts.len(), 4, "{attempts:?}");
+    assert!(attempts.iter().all(|a| a.1 == "Succeeded"), "{attempts:?}");
+    let test_a = attempts.iter().find(|a| a.0 == "TestA").unwrap();
+    let test_b = attempts.iter().find(|a| a.0 == "TestB").unwrap();
+    assert_ne!(
+        test_a.2, test_b.2,
+        "the parallel tests should run on different agents"
+    );
+    assert!(
+        test_a.3 < test_b.4 && test_b.3 < test_a.4,
+        "the tests should overlap in time: {attempts:?}"
+    );
+    // The source's output variable was resolved into the test's configuration.
+    let commit = execution["stages"][0]["actions"][0]["attempts"][0]["outputVariables"]["CommitId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(commit.len(), 40);
+    let logs = ok(controller
+        .cli()
+        .args(["logs", &id, "--action", "Test/TestA"]));
+    assert!(
+        logs.contains(&format!("suite A passed at {commit}")) || logs.contains("Succeeded"),
+        "{logs}"
+    );
+    let log_rows: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM logs l JOIN action_attempts a ON a.id = l.attempt_id
+             WHERE a.execution_id = ?1 AND l.complete = 1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(log_rows, 4, "every action's log should be complete");
+
+    let agents = controller.json(&["agent", "list"]);
+    assert_eq!(agents.as_array().unwrap().len(), 2);
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["state"] == "online" && a["labels"]["pool"] == "e2e")
+    );
+}
+
+#[test]
+fn agents_with_a_foreign_ca_no_certificate_or_a_used_token_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(&dir.path().join("one"), 0, &[]);
+    let other = Controller::start(&dir.path().join("two"), 0, &[]);
+
+    // A token works once.
+    let (token, fingerprint) = controller.join_token("", "10m");
+    let join = |state: &str| {
+        run(sluice_agent()
+            .args([
+                "join",
+                "--controller",
+                &controller.url,
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &fingerprint,
+            ])
+            .arg("--state-dir")
+            .arg(dir.path().join(state)))
+    };
+    assert!(join("first").0.status.success());
+    let (output, _, stderr) = join("second");
+    assert!(!output.status.success());
+    assert!(stderr.contains("already used"), "{stderr}");
+
+    // An expired token is refused.
+    let (expired, _) = controller.join_token("", "1s");
+    std::thread::sleep(Duration::from_millis(1500));
+    let (output, _, stderr) = run(sluice_agent()
+        .args([
+            "join",
+            "--controller",
+            &controller.url,
+            "--token",
+            &expired,
+            "--ca-fingerprint",
+            &fingerprint,
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("third")));
+    assert!(!output.status.success());
+    assert!(stderr.contains("expired"), "{stderr}");
+
+    // A pinned fingerprint that does not match is refused before anything is sent.
+    let (token2, _) = controller.join_token("", "10m");
+    let (output, _, stderr) = run(sluice_agent()
+        .args([
+            "join",
+            "--controller",
+            &controller.url,
+            "--token",
+            &token2,
+            "--ca-fingerprint",
+            &"0".repeat(64),
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("fourth")));
+    assert!(!output.status.success());
+    assert!(stderr.contains("fingerprint"), "{stderr}");
+
+    // An agent whose certificate was issued by another controller's CA is refused at
+    // the TLS handshake, and says so.
+    let foreign = dir.path().join("foreign");
+    other.join_agent(&foreign, "");
+    std::fs::copy(
+        controller.data_dir.join("tls/ca.crt"),
+        foreign.join("ca.crt"),
+    )
+    .unwrap();
+    let identity = std::fs::read_to_string(foreign.join("agent.json")).unwrap();
+    std::fs::write(
+        foreign.join("agent.json"),
+        identity.replace(&other.url, &controller.url),
+    )
+    .unwrap();
+    let mut agent = run_agent_expecting_exit(&foreign);
+    let (status, stderr) = agent.wait_exit(Duration::from_secs(60));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("refused this agent's certificate"),
+        "{stderr}"
+    );
+
+    // A client with no certificate gets a clear 401 from the agent endpoint.
+    let (output, stdout, _) = run(std::process::Command::new("curl")
+        .args(["-s", "--http1.1", "-w", "\n%{http_code}", "--cacert"])
+        .arg(controller.data_dir.join("tls/ca.crt"))
+        .args([
+            "-H",
+            "Connection: Upgrade",
+            "-H",
+            "Upgrade: websocket",
+            "-H",
+            "Sec-WebSocket-Version: 13",
+            "-H",
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+            &format!("{}/api/v1/agents/connect", controller.url),
+        ]));
+    assert!(output.status.success(), "curl failed: {stdout}");
+    assert!(stdout.trim_end().ends_with("401"), "{stdout}");
+    assert!(stdout.contains("needs the client certificate"), "{stdout}");
+}
+
+#[test]
+fn an_invalid_definition_reports_every_problem_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        r#"
+name: "bad name!"
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {category: Source, provider: git}
+        configuration: {RepositoryPath: /tmp/x}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Compile
+        actionTypeId: {category: Build, provider: commands}
+        runOrder: 1000
+        confguration: {Commands: make}
+        inputArtifacts: [BuildOut]
+      - name: Compile
+        actionTypeId: {category: Build, owner: AWS, provider: CodeBuild}
+        inputArtifacts: [Code]
+"#,
+    )
+    .unwrap();
+    let config = dir.path().join("client.toml");
+    let (output, _, stderr) = run(sluice(&config).args(["pipeline", "validate"]).arg(&bad));
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    for expected in [
+        "name:",
+        "stages[1].actions[0].confguration: unknown field",
+        "stages[1].actions[0].runOrder",
+        "stages[1].actions[0].inputArtifacts[0]: \"BuildOut\" is not produced by an earlier action",
+        "stages[1].actions[1].name",
+        "stages[1].actions[1].actionTypeId: unknown provider",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+
+    // The controller returns the same list through the API.
+    let controller = Controller::start(&dir.path().join("c"), 0, &[]);
+    let (output, _, api_stderr) = run(controller.cli().args(["pipeline", "create"]).arg(&bad));
+    assert_eq!(output.status.code(), Some(3), "{api_stderr}");
+    assert!(
+        api_stderr.contains("stages[1].actions[0].inputArtifacts[0]: \"BuildOut\" is not produced by an earlier action"),
+        "{api_stderr}"
+    );
+    assert!(
+        api_stderr.contains("stages[1].actions[0].confguration"),
+        "{api_stderr}"
+    );
+}
+
+fn simple_pipeline(repo: &std::path::Path, commands: &str) -> String {
+    format!(
+        r#"
+name: simple
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {{category: Source, provider: git}}
+        configuration: {{RepositoryPath: {repo}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Run
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration:
+          Commands: "{commands}"
+        inputArtifacts: [Code]
+"#,
+        repo = repo.display()
+    )
+}
+
+#[test]
+fn a_controller_restarted_between_two_executions_keeps_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut controller = Controller::start(dir.path(), port, &["--heartbeat-interval", "500ms"]);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let _agent = run_agent(&state, 1);
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(&definition, simple_pipeline(&repo, "cat a.txt")).unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let first = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+    assert_eq!(
+        controller.wait_finished(&first, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+
+    controller.kill();
+    let controller = Controller::start(dir.path(), port, &["--heartbeat-interval", "500ms"]);
+    // The agent reconnects by itself.
+    let second = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+    assert_eq!(
+        controller.wait_finished(&second, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+
+    let list = controller.json(&["execution", "list", "--pipeline", "simple"]);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["status"] == "Succeeded")
+    );
+    // The first execution's details survived the restart.
+    let again = controller.execution(&first);
+    assert_eq!(again["stages"][1]["actions"][0]["status"], "Succeeded");
+}
+
+#[test]
+fn an_agent_killed_mid_action_makes_the_action_fail_as_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(
+        dir.path(),
+        0,
+        &["--lease-ttl", "3s", "--heartbeat-interval", "500ms"],
+    );
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let mut agent = run_agent(&state, 1);
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(
+        &definition,
+        simple_pipeline(&repo, "echo started; sleep 60"),
+    )
+    .unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+
+    wait_for("the build action to start", Duration::from_secs(60), || {
+        let e = controller.execution(&id);
+        let attempt = &e["stages"][1]["actions"][0]["attempts"][0];
+        (attempt["phase"] == "running").then_some(())
+    });
+    agent.kill();
+    let execution = controller.wait_finished(&id, Duration::from_secs(30));
+    assert_eq!(execution["status"], "Failed");
+    let error = execution["stages"][1]["actions"][0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("agent lost"), "{error}");
+    assert_eq!(execution["stages"][1]["status"], "Failed");
+    assert!(
+        execution["statusSummary"]
+            .as_str()
+            .unwrap()
+            .contains("agent lost")
+    );
+}
+
+#[test]
+fn an_action_no_agent_can_run_says_why_it_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(&definition, simple_pipeline(&repo, "true")).unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+    let summary = wait_for("a waiting reason", Duration::from_secs(30), || {
+        controller.execution(&id)["statusSummary"]
+            .as_str()
+            .map(str::to_string)
+    });
+    assert!(
+        summary.contains("no registered agent can run this action"),
+        "{summary}"
+    );
+}

@@ -209,62 +209,60 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::fs::dir(state.engine.blobs().root().to_owned()))
         .map(|file: warp::fs::File| file.into_response());
 
-    let user = api.and(authenticated(state.clone()));
-
-    let create_token = user
-        .clone()
+    let create_token = api
         .and(warp::path!("agents" / "tokens"))
         .and(warp::post())
+        .and(authenticated(state.clone()))
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::json())
         .and_then(
             |s: ApiState, req: TokenRequest| async move { respond(create_join_token(req, s)) },
         );
 
-    let list_agents = user
-        .clone()
+    let list_agents = api
         .and(warp::path!("agents"))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and_then(|s: ApiState| async move { respond(list_agents(s)) });
 
     let definition_body = warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
 
-    let validate = user
-        .clone()
+    let validate = api
         .and(warp::path!("pipelines" / "validate"))
         .and(warp::post())
+        .and(authenticated(state.clone()))
         .and(warp::query::<FormatQuery>())
         .and(definition_body)
         .and_then(|s: ApiState, q: FormatQuery, body: Bytes| async move {
             respond(validate_pipeline(s, q, body))
         });
 
-    let create_pipeline = user
-        .clone()
+    let create_pipeline = api
         .and(warp::path!("pipelines"))
         .and(warp::post())
+        .and(authenticated(state.clone()))
         .and(warp::query::<FormatQuery>())
         .and(definition_body)
         .and_then(|s: ApiState, q: FormatQuery, body: Bytes| async move {
             respond(save_pipeline(s, q, body, None))
         });
 
-    let update_pipeline = user
-        .clone()
+    let update_pipeline = api
         .and(warp::path!("pipelines" / String))
         .and(warp::put())
+        .and(authenticated(state.clone()))
         .and(warp::query::<FormatQuery>())
         .and(definition_body)
         .and_then(
-            |s: ApiState, name: String, q: FormatQuery, body: Bytes| async move {
+            |name: String, s: ApiState, q: FormatQuery, body: Bytes| async move {
                 respond(save_pipeline(s, q, body, Some(name)))
             },
         );
 
-    let list_pipelines = user
-        .clone()
+    let list_pipelines = api
         .and(warp::path!("pipelines"))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and_then(|s: ApiState| async move {
             respond(
                 s.engine
@@ -275,22 +273,22 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             )
         });
 
-    let get_pipeline = user
-        .clone()
+    let get_pipeline = api
         .and(warp::path!("pipelines" / String))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and(warp::query::<VersionQuery>())
-        .and_then(|s: ApiState, name: String, q: VersionQuery| async move {
+        .and_then(|name: String, s: ApiState, q: VersionQuery| async move {
             respond(get_pipeline(s, name, q))
         });
 
-    let start = user
-        .clone()
+    let start = api
         .and(warp::path!("pipelines" / String / "executions"))
         .and(warp::post())
+        .and(authenticated(state.clone()))
         .and(warp::header::optional::<String>("x-sluice-user"))
         .and_then(
-            |s: ApiState, name: String, who: Option<String>| async move {
+            |name: String, s: ApiState, who: Option<String>| async move {
                 let detail = who.unwrap_or_else(|| "api".into());
                 respond(
                     s.engine
@@ -301,10 +299,10 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             },
         );
 
-    let list_executions = user
-        .clone()
+    let list_executions = api
         .and(warp::path!("executions"))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and(warp::query::<ListQuery>())
         .and_then(|s: ApiState, q: ListQuery| async move {
             respond(
@@ -320,22 +318,22 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             )
         });
 
-    let get_execution = user
-        .clone()
+    let get_execution = api
         .and(warp::path!("executions" / String))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and(warp::query::<WaitQuery>())
-        .and_then(|s: ApiState, id: String, q: WaitQuery| async move {
+        .and_then(|id: String, s: ApiState, q: WaitQuery| async move {
             respond(get_execution(s, id, q).await)
         });
 
-    let get_log = user
-        .clone()
+    let get_log = api
         .and(warp::path!("executions" / String / "logs" / i64))
         .and(warp::get())
+        .and(authenticated(state.clone()))
         .and(warp::query::<LogQuery>())
         .and_then(
-            |s: ApiState, id: String, attempt: i64, q: LogQuery| async move {
+            |id: String, attempt: i64, s: ApiState, q: LogQuery| async move {
                 respond(get_log(s, id, attempt, q).await)
             },
         );

@@ -73,12 +73,19 @@ pub struct Parsed {
 /// `format` of `None` means [`Format::detect`]. All errors are collected; semantic rules
 /// (names, artifact flow, providers) are left to [`validate`].
 pub fn parse(text: &str, format: Option<Format>) -> Result<Parsed, Diagnostics> {
-    parse::parse_document(text, format).map(|doc| doc.parsed)
+    let doc = parse::parse_document(text, format)?;
+    if doc.errors.is_empty() {
+        Ok(doc.parsed)
+    } else {
+        Err(Diagnostics(doc.errors))
+    }
 }
 
 /// Parses and then validates a definition.
 ///
-/// If parsing fails only the parse errors are returned. Validation errors carry the same
+/// If the document is too broken to yield a pipeline, only the parse errors are
+/// returned; otherwise parse errors (such as unknown fields) and validation errors are
+/// reported together. Validation errors carry the same
 /// paths (with `pipeline.` in front for wrapped CodePipeline JSON) and YAML line numbers.
 pub fn parse_and_validate(
     text: &str,
@@ -88,7 +95,13 @@ pub fn parse_and_validate(
     let doc = parse::parse_document(text, format)?;
     let mut report = Report::default();
     validate::check(&doc.parsed.pipeline, catalog, &mut report);
-    report
-        .into_result(&doc.prefix, &doc.source.lines)
-        .map(|()| doc.parsed)
+    let mut problems = doc.errors;
+    if let Err(Diagnostics(semantic)) = report.into_result(&doc.prefix, &doc.source.lines) {
+        problems.extend(semantic);
+    }
+    if problems.is_empty() {
+        Ok(doc.parsed)
+    } else {
+        Err(Diagnostics(problems))
+    }
 }

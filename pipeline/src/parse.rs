@@ -18,6 +18,9 @@ pub(crate) struct Document {
     /// `pipeline` for wrapped CodePipeline JSON, else empty.
     pub prefix: Path,
     pub source: Source,
+    /// Problems found while reading a document that still yielded a whole pipeline
+    /// (unknown fields, for instance); validation runs anyway so all problems show.
+    pub errors: Vec<crate::Diagnostic>,
 }
 
 pub(crate) fn parse_document(text: &str, format: Option<Format>) -> Result<Document, Diagnostics> {
@@ -44,16 +47,18 @@ pub(crate) fn parse_document(text: &str, format: Option<Format>) -> Result<Docum
     } = walker;
     let root_path = Path::default();
     match pipeline {
-        Some(pipeline) if errors.is_empty() => {
+        Some(pipeline) => {
             let warnings = warnings.finish(&root_path, &source.lines);
+            let errors = errors.finish(&root_path, &source.lines);
             let parsed = Parsed { pipeline, warnings };
             Ok(Document {
                 parsed,
                 prefix,
                 source,
+                errors,
             })
         }
-        _ => Err(Diagnostics(errors.finish(&root_path, &source.lines))),
+        None => Err(Diagnostics(errors.finish(&root_path, &source.lines))),
     }
 }
 

@@ -192,3 +192,21 @@ fn parse_errors_hide_validation_errors() {
         ["stages: expected a list, found the number 3 (line 2)"]
     );
 }
+
+#[test]
+fn unknown_fields_and_semantic_errors_are_reported_together() {
+    let text = "name: p\nstages:\n  - name: S\n    actions:\n      - name: A\n        actionTypeId: {category: Source, provider: git}\n        colour: blue\n";
+    let found = errors(text, &Catalog::builtin());
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("stages[0].actions[0].colour: unknown field")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|e| e.starts_with("stages: a pipeline needs at least 2 stages")),
+        "{found:?}"
+    );
+}

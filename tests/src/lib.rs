@@ -1,1 +1,321 @@
-//! stub
+//! Harness for the end-to-end tests: real `sluice` and `sluice-agent` processes on
+//! 127.0.0.1, real TLS, real SQLite files, real git repositories.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The directory holding the built binaries.
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_owned();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace.join("target"));
+        // Tests run from the same profile as the binaries they exercise.
+        let profile = if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        };
+        let dir = target.join(profile);
+        if !dir.join("sluice").exists() || !dir.join("sluice-agent").exists() {
+            let mut build = Command::new(env!("CARGO"));
+            build
+                .args(["build", "-p", "sluice-cli", "-p", "sluice-agent"])
+                .current_dir(&workspace);
+            if profile == "release" {
+                build.arg("--release");
+            }
+            let status = build.status().expect("cargo build");
+            assert!(status.success(), "building the binaries failed");
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A `sluice` command with its client config pointed at `config`.
+pub fn sluice(config: &Path) -> Command {
+    let mut cmd = Command::new(bin_dir().join("sluice"));
+    cmd.env("SLUICE_CONFIG", config)
+        .env_remove("SLUICE_URL")
+        .env_remove("SLUICE_TOKEN")
+        .env_remove("SLUICE_CA");
+    cmd
+}
+
+/// A `sluice-agent` command.
+pub fn sluice_agent() -> Command {
+    Command::new(bin_dir().join("sluice-agent"))
+}
+
+/// Runs a command and returns its output, with stdout and stderr as text.
+pub fn run(cmd: &mut Command) -> (Output, String, String) {
+    let output = cmd.output().expect("spawn");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output, stdout, stderr)
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn ok(cmd: &mut Command) -> String {
+    let (output, stdout, stderr) = run(cmd);
+    assert!(
+        output.status.success(),
+        "command failed with {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status.code()
+    );
+    stdout
+}
+
+/// Polls `check` until it returns Some, or panics after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (for a controller that restarts on the same port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed (with its whole process group) when dropped.
+pub struct Process {
+    child: Child,
+}
+
+impl Process {
+    fn spawn(cmd: &mut Command) -> Process {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        Process {
+            child: cmd.spawn().expect("spawn"),
+        }
+    }
+
+    /// SIGKILLs the process and everything it started, as if the machine died.
+    pub fn kill(&mut self) {
+        let pid = self.child.id() as i32;
+        if pid > 0 {
+            // SAFETY-free: killpg via the command line keeps this crate free of unsafe.
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{pid}")])
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has exited; its status if so.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for the process to exit, up to `timeout`, and returns its stderr.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
+        let status = wait_for("the process to exit", timeout, || self.try_wait());
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            use std::io::Read;
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        (status, stderr)
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A controller process with its data dir and a client config for the CLI.
+pub struct Controller {
+    process: Process,
+    /// The controller's URL.
+    pub url: String,
+    /// Its data dir.
+    pub data_dir: PathBuf,
+    /// The client config the CLI uses.
+    pub config: PathBuf,
+    /// The port it listens on.
+    pub port: u16,
+}
+
+impl Controller {
+    /// Starts `sluice controller` on `port` (0: any) with extra flags.
+    pub fn start(root: &Path, port: u16, extra: &[&str]) -> Controller {
+        let data_dir = root.join("controller");
+        let config = root.join("client.toml");
+        let mut cmd = sluice(&config);
+        cmd.args(["controller", "--data-dir"])
+            .arg(&data_dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("SLUICE_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut process = Process::spawn(&mut cmd);
+        let stdout = process.child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("Sluice controller listening on ") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let url = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the controller did not report its URL");
+        let port = url.rsplit(':').next().unwrap().parse().unwrap();
+        Controller {
+            process,
+            url,
+            data_dir,
+            config,
+            port,
+        }
+    }
+
+    /// A `sluice` CLI command against this controller.
+    pub fn cli(&self) -> Command {
+        sluice(&self.config)
+    }
+
+    /// Runs the CLI with `-o json` and parses the output.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let out = ok(self.cli().args(args).args(["-o", "json"]));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Creates a join token; returns (token, CA fingerprint).
+    pub fn join_token(&self, labels: &str, ttl: &str) -> (String, String) {
+        let token = self.json(&["agent", "token", "create", "--labels", labels, "--ttl", ttl]);
+        (
+            token["token"].as_str().unwrap().to_string(),
+            token["caFingerprint"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Joins a new agent into `state_dir`.
+    pub fn join_agent(&self, state_dir: &Path, labels: &str) {
+        let (token, fingerprint) = self.join_token(labels, "10m");
+        ok(sluice_agent()
+            .args([
+                "join",
+                "--controller",
+                &self.url,
+                "--token",
+                &token,
+                "--ca-fingerprint",
+                &fingerprint,
+            ])
+            .arg("--state-dir")
+            .arg(state_dir));
+    }
+
+    /// The execution, as `sluice execution get -o json` shows it.
+    pub fn execution(&self, id: &str) -> Value {
+        self.json(&["execution", "get", id])
+    }
+
+    /// Waits until an execution is no longer InProgress.
+    pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
+        wait_for(&format!("execution {id} to finish"), timeout, || {
+            let e = self.execution(id);
+            (e["status"] != "InProgress").then_some(e)
+        })
+    }
+
+    /// Kills the controller process.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Opens the controller's SQLite database read-only.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.data_dir.join("sluice.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
+    }
+}
+
+/// Starts `sluice-agent run` for a joined state dir.
+pub fn run_agent(state_dir: &Path, capacity: u32) -> Process {
+    let mut cmd = sluice_agent();
+    cmd.arg("run")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(["--capacity", &capacity.to_string()])
+        .env("SLUICE_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    Process::spawn(&mut cmd)
+}
+
+/// Starts `sluice-agent run` and keeps its stderr for inspection after it exits.
+pub fn run_agent_expecting_exit(state_dir: &Path) -> Process {
+    run_agent(state_dir, 1)
+}
+
+/// Makes a git repository with a `main` branch and the given files committed.
+pub fn git_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_AUTHOR_NAME", "Test")
+            .env("GIT_AUTHOR_EMAIL", "test@example.invalid")
+            .env("GIT_COMMITTER_NAME", "Test")
+            .env("GIT_COMMITTER_EMAIL", "test@example.invalid")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git {args:?}");
+    };
+    git(&["init", "-q", "-b", "main"]);
+    for (name, contents) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "Initial commit"]);
+    dir.to_owned()
+}
+
+/// Hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
