@@ -142,12 +142,18 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
         args.tls_names,
     )
     .await?;
+    // The client config is written before the URL is announced, so that whoever waits
+    // for the announcement can use the CLI at once.
+    let client = if args.no_client_config {
+        None
+    } else {
+        Some(write_client_config(&controller)?)
+    };
     println!("Sluice controller listening on {}", controller.url());
     println!("  data dir:          {}", data_dir.display());
     println!("  CA certificate:    {}", controller.ca_path().display());
     println!("  CA fingerprint:    {}", controller.ca_fingerprint());
-    if !args.no_client_config {
-        let (token, minted, path) = write_client_config(&controller)?;
+    if let Some((token, minted, path)) = client {
         println!("  client config:     {}", path.display());
         if minted {
             println!(

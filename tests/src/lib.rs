@@ -2,6 +2,8 @@
 //! 127.0.0.1, real TLS, real SQLite files, real git repositories.
 
 #![allow(clippy::unwrap_used)]
+// Killing a process group needs libc::killpg.
+#![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -106,6 +108,7 @@ pub fn free_port() -> u16 {
 /// A child process killed (with its whole process group) when dropped.
 pub struct Process {
     child: Child,
+    killed: bool,
 }
 
 impl Process {
@@ -114,17 +117,23 @@ impl Process {
         cmd.process_group(0);
         Process {
             child: cmd.spawn().expect("spawn"),
+            killed: false,
         }
     }
 
     /// SIGKILLs the process and everything it started, as if the machine died.
     pub fn kill(&mut self) {
-        let pid = self.child.id() as i32;
-        if pid > 0 {
-            // SAFETY-free: killpg via the command line keeps this crate free of unsafe.
-            let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{pid}")])
-                .status();
+        if !self.killed {
+            self.killed = true;
+            let pgid = self.child.id() as libc::pid_t;
+            // The child leads its own process group (see `spawn`); a pgid of 0 or 1
+            // would mean "our group" or "everyone", so never signal those.
+            if pgid > 1 {
+                // SAFETY: killpg only sends a signal to the group the child leads.
+                unsafe {
+                    libc::killpg(pgid, libc::SIGKILL);
+                }
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
