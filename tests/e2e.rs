@@ -512,3 +512,106 @@ fn an_action_no_agent_can_run_says_why_it_waits() {
         "{summary}"
     );
 }
+
+#[test]
+fn a_failed_action_fails_the_stage_after_its_in_flight_sibling_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let _agent = run_agent(&state, 2);
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(
+        &definition,
+        format!(
+            r#"
+name: siblings
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {{category: Source, provider: git}}
+        configuration: {{RepositoryPath: {repo}}}
+        outputArtifacts: [Code]
+  - name: Test
+    actions:
+      - name: Broken
+        actionTypeId: {{category: Test, provider: commands}}
+        configuration: {{Commands: "echo failing; exit 3"}}
+        inputArtifacts: [Code]
+      - name: Slow
+        actionTypeId: {{category: Test, provider: commands}}
+        configuration: {{Commands: "sleep 2"}}
+        inputArtifacts: [Code]
+      - name: Later
+        actionTypeId: {{category: Test, provider: commands}}
+        runOrder: 2
+        configuration: {{Commands: "true"}}
+        inputArtifacts: [Code]
+  - name: Never
+    actions:
+      - name: Skipped
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "true"}}
+        inputArtifacts: [Code]
+"#,
+            repo = repo.display()
+        ),
+    )
+    .unwrap();
+    ok(controller.cli().args(["pipeline", "create"]).arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "siblings"])).trim().to_string();
+    let e = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(e["status"], "Failed", "{e:#}");
+    let test = &e["stages"][1];
+    assert_eq!(test["status"], "Failed");
+    let action = |name: &str| {
+        test["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap().clone()
+    };
+    let broken = &action("Broken")["attempts"][0];
+    let slow = &action("Slow")["attempts"][0];
+    assert_eq!(broken["status"], "Failed");
+    assert!(broken["error"].as_str().unwrap().contains("status 3"), "{broken}");
+    // The sibling was allowed to finish, and the execution ended only after it.
+    assert_eq!(slow["status"], "Succeeded");
+    assert!(e["finishedAtMs"].as_i64().unwrap() >= slow["finishedAtMs"].as_i64().unwrap());
+    assert!(slow["finishedAtMs"].as_i64().unwrap() > broken["finishedAtMs"].as_i64().unwrap());
+    // Nothing after the failure started: not the next runOrder, not the next stage.
+    assert!(action("Later")["attempts"].as_array().unwrap().is_empty());
+    assert!(e["stages"][2]["status"].is_null());
+    assert!(e["statusSummary"].as_str().unwrap().contains("Test/Broken"));
+}
+
+#[test]
+fn the_quickstart_runs_the_sample_pipeline_and_reuses_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let data = dir.path().join("data");
+    for run_number in 1..=2 {
+        let (output, stdout, stderr) = run(sluice(&config)
+            .args(["up", "--exit", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data));
+        assert!(output.status.success(), "run {run_number}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(stdout.contains("Result: Succeeded"), "{stdout}");
+        assert!(stdout.contains("sluice execution list"), "{stdout}");
+    }
+    let deployed = data.join("deployed/sample");
+    let greet = deployed.join("dist/bin/greet");
+    let hello = ok(&mut std::process::Command::new(&greet).arg("Ada"));
+    assert_eq!(hello, "Hello, Ada!\n");
+    let db = rusqlite::Connection::open(data.join("controller/sluice.db")).unwrap();
+    let runs: i64 = db
+        .query_row("SELECT COUNT(*) FROM executions WHERE status = 'Succeeded'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(runs, 2);
+    let parallel: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM action_attempts a JOIN action_attempts b
+             ON a.execution_id = b.execution_id AND a.action_name = 'UnitTests' AND b.action_name = 'Lint'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(parallel, 2);
+}
