@@ -560,19 +560,33 @@ stages:
         ),
     )
     .unwrap();
-    ok(controller.cli().args(["pipeline", "create"]).arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "siblings"])).trim().to_string();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "siblings"]))
+        .trim()
+        .to_string();
     let e = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(e["status"], "Failed", "{e:#}");
     let test = &e["stages"][1];
     assert_eq!(test["status"], "Failed");
     let action = |name: &str| {
-        test["actions"].as_array().unwrap().iter().find(|a| a["name"] == name).unwrap().clone()
+        test["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap()
+            .clone()
     };
     let broken = &action("Broken")["attempts"][0];
     let slow = &action("Slow")["attempts"][0];
     assert_eq!(broken["status"], "Failed");
-    assert!(broken["error"].as_str().unwrap().contains("status 3"), "{broken}");
+    assert!(
+        broken["error"].as_str().unwrap().contains("status 3"),
+        "{broken}"
+    );
     // The sibling was allowed to finish, and the execution ended only after it.
     assert_eq!(slow["status"], "Succeeded");
     assert!(e["finishedAtMs"].as_i64().unwrap() >= slow["finishedAtMs"].as_i64().unwrap());
@@ -592,7 +606,10 @@ fn the_quickstart_runs_the_sample_pipeline_and_reuses_its_data_dir() {
         let (output, stdout, stderr) = run(sluice(&config)
             .args(["up", "--exit", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data));
-        assert!(output.status.success(), "run {run_number}\nstdout:\n{stdout}\nstderr:\n{stderr}");
+        assert!(
+            output.status.success(),
+            "run {run_number}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
         assert!(stdout.contains("Result: Succeeded"), "{stdout}");
         assert!(stdout.contains("sluice execution list"), "{stdout}");
     }
@@ -602,7 +619,11 @@ fn the_quickstart_runs_the_sample_pipeline_and_reuses_its_data_dir() {
     assert_eq!(hello, "Hello, Ada!\n");
     let db = rusqlite::Connection::open(data.join("controller/sluice.db")).unwrap();
     let runs: i64 = db
-        .query_row("SELECT COUNT(*) FROM executions WHERE status = 'Succeeded'", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM executions WHERE status = 'Succeeded'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(runs, 2);
     let parallel: i64 = db
@@ -614,4 +635,138 @@ fn the_quickstart_runs_the_sample_pipeline_and_reuses_its_data_dir() {
         )
         .unwrap();
     assert_eq!(parallel, 2);
+}
+
+/// Speaks the agent protocol by hand over the agent's real mTLS identity, to send
+/// reports an honest agent never would.
+#[test]
+fn a_report_with_a_stale_fencing_token_is_refused_and_changes_nothing() {
+    use futures_util::{SinkExt, StreamExt};
+    use sluice_proto::{AgentMessage, AttemptRef, ControllerMessage, Outcome};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(&definition, simple_pipeline(&repo, "true")).unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+
+    let tls = sluice_agent::StateDir::new(&state).tls_config().unwrap();
+    let port = controller.port;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (offered, replies) = runtime.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let url = format!("wss://localhost:{port}{}", sluice_proto::CONNECT_PATH);
+        let (socket, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+            .await
+            .unwrap();
+        let (mut sink, mut frames) = socket.split();
+        let send = |m: AgentMessage| Message::text(m.encode());
+        sink.send(send(AgentMessage::Hello {
+            protocol_min: 1,
+            protocol_max: 1,
+            agent_version: "test".into(),
+            labels: Default::default(),
+            capacity: 1,
+            running: vec![],
+        }))
+        .await
+        .unwrap();
+        let mut next = async || loop {
+            if let Some(Ok(Message::Text(text))) = frames.next().await {
+                return ControllerMessage::decode(&text).unwrap();
+            }
+        };
+        assert!(matches!(next().await, ControllerMessage::Welcome { .. }));
+        let ControllerMessage::Offer(job) = next().await else {
+            panic!("expected an offer")
+        };
+        let good = job.attempt.clone();
+        let stale = AttemptRef {
+            attempt_id: good.attempt_id,
+            fencing_token: "0123456789abcdef".into(),
+        };
+        let mut replies = Vec::new();
+        sink.send(send(AgentMessage::Accept(good.clone())))
+            .await
+            .unwrap();
+        sink.send(send(AgentMessage::Log {
+            attempt: stale.clone(),
+            offset: 0,
+            data: "forged\n".into(),
+        }))
+        .await
+        .unwrap();
+        replies.push(next().await);
+        sink.send(send(AgentMessage::Finished {
+            attempt: stale,
+            outcome: Outcome::Succeeded {
+                summary: "forged".into(),
+                output_variables: Default::default(),
+                artifacts: vec![],
+            },
+            log_length: 0,
+            log_sha256: String::new(),
+        }))
+        .await
+        .unwrap();
+        replies.push(next().await);
+        sink.send(send(AgentMessage::Finished {
+            attempt: good.clone(),
+            outcome: Outcome::Failed {
+                message: "honest failure".into(),
+            },
+            log_length: 0,
+            log_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+        }))
+        .await
+        .unwrap();
+        replies.push(next().await);
+        (good, replies)
+    });
+    for reply in &replies[..2] {
+        match reply {
+            ControllerMessage::Stale {
+                attempt_id,
+                message,
+            } => {
+                assert_eq!(*attempt_id, offered.attempt_id);
+                assert!(message.contains("stale fencing token"), "{message}");
+            }
+            other => panic!("expected Stale, got {other:?}"),
+        }
+    }
+    assert!(
+        matches!(replies[2], ControllerMessage::FinishAck { .. }),
+        "{:?}",
+        replies[2]
+    );
+    let e = controller.wait_finished(&id, Duration::from_secs(30));
+    let attempt = &e["stages"][0]["actions"][0]["attempts"][0];
+    assert_eq!(attempt["status"], "Failed");
+    assert_eq!(attempt["error"], "honest failure");
+    assert!(
+        attempt["summary"].is_null(),
+        "the forged success must not be recorded"
+    );
+    assert_eq!(
+        attempt["log"]["storedLength"], 0,
+        "the forged log must not be stored"
+    );
 }
