@@ -615,7 +615,7 @@ fn the_quickstart_runs_the_sample_pipeline_and_reuses_its_data_dir() {
     }
     let deployed = data.join("deployed/sample");
     let greet = deployed.join("dist/bin/greet");
-    let hello = ok(&mut std::process::Command::new(&greet).arg("Ada"));
+    let hello = ok(std::process::Command::new(&greet).arg("Ada"));
     assert_eq!(hello, "Hello, Ada!\n");
     let db = rusqlite::Connection::open(data.join("controller/sluice.db")).unwrap();
     let runs: i64 = db
