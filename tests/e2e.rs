@@ -567,7 +567,28 @@ stages:
     let id = ok(controller.cli().args(["pipeline", "start", "siblings"]))
         .trim()
         .to_string();
+    // Follow the logs while the execution runs; the follower ends when the actions do.
+    let mut follower = controller
+        .cli()
+        .args(["logs", &id, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let e = controller.wait_finished(&id, Duration::from_secs(60));
+    wait_for("logs --follow to end", Duration::from_secs(30), || {
+        follower.try_wait().unwrap()
+    });
+    let mut followed = String::new();
+    std::io::Read::read_to_string(&mut follower.stdout.take().unwrap(), &mut followed).unwrap();
+    assert!(
+        followed.contains("==> Test/Broken (attempt 1) <=="),
+        "{followed}"
+    );
+    assert!(followed.contains("failing"), "{followed}");
+    assert!(
+        followed.contains("==> Test/Slow (attempt 1) <=="),
+        "{followed}"
+    );
     assert_eq!(e["status"], "Failed", "{e:#}");
     let test = &e["stages"][1];
     assert_eq!(test["status"], "Failed");

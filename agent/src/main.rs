@@ -32,7 +32,7 @@ enum Command {
         #[arg(long, env = "SLUICE_AGENT_STATE_DIR")]
         state_dir: PathBuf,
         /// Labels to ask for, k=v,k2=v2 (the token's labels win).
-        #[arg(long, value_parser = parse_labels, default_value = "")]
+        #[arg(long, value_parser = sluice_proto::parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
     },
     /// Connect to the controller and run actions until stopped.
@@ -44,22 +44,9 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         capacity: u32,
         /// Extra labels, k=v,k2=v2.
-        #[arg(long, value_parser = parse_labels, default_value = "")]
+        #[arg(long, value_parser = sluice_proto::parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
     },
-}
-
-fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("label \"{pair}\" must be key=value"))
-        })
-        .collect()
 }
 
 #[tokio::main]

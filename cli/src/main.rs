@@ -136,26 +136,12 @@ enum TokenCommand {
     /// Create a single-use join token and print the command to join an agent with it.
     Create {
         /// Labels the agent gets, k=v,k2=v2.
-        #[arg(long, value_parser = parse_labels, default_value = "")]
+        #[arg(long, value_parser = sluice_proto::parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
         /// How long the token stays valid, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
-}
-
-/// Parses `k=v,k2=v2`.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
-    text.split(',')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| format!("label \"{pair}\" must be key=value"))
-        })
-        .collect()
 }
 
 fn main() -> ExitCode {

@@ -209,7 +209,7 @@ impl Engine {
             .renew_all_leases(now_ms() + self.settings.lease_ttl.as_millis() as i64)?;
         for attempt in self.store.open_attempts()? {
             if attempt.phase == phase::QUEUED {
-                self.enqueue_existing(&mut st, &attempt)?;
+                let _ = self.enqueue_existing(&mut st, &attempt)?;
             } else if let Some(agent_id) = attempt.agent_id.clone() {
                 st.held.insert(
                     attempt.id,
@@ -396,10 +396,8 @@ impl Engine {
         action: &Action,
         attempt_number: i64,
     ) -> Result<bool> {
-        let stage = &def.stages[stage_index as usize];
         let token = new_token();
-        let resolved = self.resolve_configuration(execution, def, action);
-        let (configuration, problem) = match resolved {
+        let (configuration, problem) = match self.resolve_configuration(execution, def, action) {
             Ok(config) => (config, None),
             Err(problem) => (action.configuration.clone(), Some(problem)),
         };
@@ -412,72 +410,33 @@ impl Engine {
             fencing_token: &token,
             resolved_configuration: &configuration,
         })?;
-        let inputs = match problem {
-            Some(problem) => Err(problem),
-            None => self.input_refs(&execution.id, action),
-        };
-        let inputs = match inputs {
-            Ok(inputs) => inputs,
-            Err(problem) => {
-                self.store.finish_attempt(
-                    id,
-                    &token,
-                    "Failed",
-                    None,
-                    Some(&problem),
-                    &BTreeMap::new(),
-                    &[],
-                )?;
-                return Ok(true);
-            }
-        };
-        let timeout = action
-            .timeout_in_minutes
-            .map(|m| u64::from(m) * 60)
-            .unwrap_or(self.settings.default_action_timeout.as_secs());
-        let job = Job {
-            attempt: AttemptRef {
-                attempt_id: id,
-                fencing_token: token,
-            },
-            attempt_number: attempt_number as u32,
-            pipeline: def.name.clone(),
-            execution_id: execution.id.clone(),
-            stage: stage.name.clone(),
-            action: action.name.clone(),
-            action_type: sluice_proto::ActionType {
-                category: action.action_type_id.category.to_string(),
-                owner: action.action_type_id.owner.clone(),
-                provider: action.action_type_id.provider.clone(),
-                version: action.action_type_id.version.clone(),
-            },
-            configuration,
-            inputs,
-            outputs: action.output_artifacts.clone(),
-            timeout_secs: timeout,
-        };
-        st.queue.insert(
-            id,
-            Queued {
-                job,
-                selector: action.agent.clone(),
-                waiting_reason: None,
-            },
-        );
         self.emit(Event::Execution(execution.id.clone()));
-        Ok(false)
+        if let Some(problem) = problem {
+            self.store.finish_attempt(
+                id,
+                &token,
+                "Failed",
+                None,
+                Some(&problem),
+                &BTreeMap::new(),
+                &[],
+            )?;
+            return Ok(true);
+        }
+        self.enqueue_existing(st, &self.store.attempt(id)?)
     }
 
-    /// Puts a stored queued attempt back into the in-memory queue (after a restart or a
-    /// rejected offer).
-    fn enqueue_existing(&self, st: &mut State, attempt: &AttemptRow) -> Result<()> {
+    /// Puts a stored queued attempt into the in-memory queue (when it is created, after
+    /// a restart, or after a rejected offer). Returns true if it failed on the spot
+    /// because its inputs are missing.
+    fn enqueue_existing(&self, st: &mut State, attempt: &AttemptRow) -> Result<bool> {
         let execution = self.store.execution(&attempt.execution_id)?;
         let def = self.definition(st, &execution.pipeline_name, execution.pipeline_version)?;
         let Some(stage) = def.stages.get(attempt.stage_index as usize) else {
-            return Ok(());
+            return Ok(false);
         };
         let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name) else {
-            return Ok(());
+            return Ok(false);
         };
         let inputs = match self.input_refs(&execution.id, action) {
             Ok(inputs) => inputs,
@@ -491,7 +450,7 @@ impl Engine {
                     &BTreeMap::new(),
                     &[],
                 )?;
-                return Ok(());
+                return Ok(true);
             }
         };
         let job = Job {
@@ -526,7 +485,7 @@ impl Engine {
                 waiting_reason: attempt.waiting_reason.clone(),
             },
         );
-        Ok(())
+        Ok(false)
     }
 
     fn input_refs(
@@ -929,7 +888,9 @@ impl Engine {
             None,
         )? {
             let row = self.store.attempt(id)?;
-            self.enqueue_existing(st, &row)?;
+            if self.enqueue_existing(st, &row)? {
+                self.advance(st, &row.execution_id)?;
+            }
         }
         Ok(())
     }

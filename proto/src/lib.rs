@@ -266,6 +266,22 @@ fn encode<T: Serialize>(message: &T) -> String {
     serde_json::to_string(message).unwrap_or_else(|err| format!("{{\"encode_error\":\"{err}\"}}"))
 }
 
+/// Parses labels written as `key=value,key2=value2` (as agents and tokens take them on
+/// the command line). Blank items are skipped; an item without `=` or with an empty key
+/// is an error naming it.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| format!("label \"{pair}\" must be key=value"))
+        })
+        .collect()
+}
+
 /// Picks the protocol version for a session, if the ranges overlap.
 pub fn negotiate(agent_min: u32, agent_max: u32) -> Option<u32> {
     let version = agent_max.min(PROTOCOL_VERSION);
@@ -292,6 +308,15 @@ mod tests {
         let text = message.encode();
         assert!(text.contains("\"type\":\"finished\""), "{text}");
         assert_eq!(AgentMessage::decode(&text).unwrap(), message);
+    }
+
+    #[test]
+    fn labels_parse_and_name_bad_items() {
+        let labels = parse_labels("os=linux, arch = x86_64,,").unwrap();
+        assert_eq!(labels.get("arch").map(String::as_str), Some("x86_64"));
+        assert_eq!(labels.len(), 2);
+        assert!(parse_labels("os").unwrap_err().contains("\"os\""));
+        assert!(parse_labels("=x").is_err());
     }
 
     #[test]
