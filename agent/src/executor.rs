@@ -55,9 +55,13 @@ impl Executor {
         }
         drop(log_tx);
         let (log_length, log_sha256) = pump.await.unwrap_or((0, String::new()));
-        if let Err(e) = std::fs::remove_dir_all(&workspace) {
-            tracing::warn!(workspace = %workspace.display(), error = %e, "Could not remove a workspace.");
-        }
+        // Cleaning up is off the reported path: on a busy disk, removing a workspace
+        // takes milliseconds that the next stage should not wait for.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&workspace) {
+                tracing::warn!(workspace = %workspace.display(), error = %e, "Could not remove a workspace.");
+            }
+        });
         AgentMessage::Finished {
             attempt: job.attempt,
             outcome,

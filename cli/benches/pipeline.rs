@@ -155,6 +155,10 @@ struct Sample {
     source_ms: i64,
     /// started_at_ms - queued_at_ms, every attempt of the run.
     queue_to_start_ms: Vec<i64>,
+    /// The execution's stored duration minus, per stage, the span from its first
+    /// accepted attempt to its last finished one: time no attempt was running, i.e.
+    /// controller work and messages between controller and agent.
+    outside_attempts_ms: i64,
 }
 
 async fn measure(engine: &Engine, pipeline: &str) -> anyhow::Result<Vec<Sample>> {
@@ -178,8 +182,22 @@ async fn measure(engine: &Engine, pipeline: &str) -> anyhow::Result<Vec<Sample>>
                 _ => bail!("attempt {} has no start or end time", a.id),
             }
         };
+        let mut spans = 0;
+        for stage in 0..=attempts.iter().map(|a| a.stage_index).max().unwrap_or(0) {
+            let of_stage = || attempts.iter().filter(|a| a.stage_index == stage);
+            let first = of_stage().filter_map(|a| a.started_at_ms).min();
+            let last = of_stage().filter_map(|a| a.finished_at_ms).max();
+            match (first, last) {
+                (Some(first), Some(last)) => spans += last - first,
+                _ => bail!("stage {stage} of {} has no start or end time", row.id),
+            }
+        }
+        let finished = row
+            .finished_at_ms
+            .with_context(|| format!("execution {} has no end time", row.id))?;
         samples.push(Sample {
             total,
+            outside_attempts_ms: finished - row.started_at_ms - spans,
             commands_ms: duration(1, "B1")?,
             source_ms: duration(0, "S1")?,
             queue_to_start_ms: attempts
@@ -254,6 +272,11 @@ fn report(title: &str, samples: &[Sample], actions: u32, stages: u32) {
                 .iter()
                 .flat_map(|s| s.queue_to_start_ms.iter().copied())
         ),
+    );
+    let outside = median_ms(samples.iter().map(|s| s.outside_attempts_ms));
+    println!(
+        "  no attempt running (controller + messages, from history): median {outside:.1} ms = {:.2} ms per action",
+        outside / f64::from(actions),
     );
 }
 
