@@ -791,3 +791,76 @@ fn a_report_with_a_stale_fencing_token_is_refused_and_changes_nothing() {
         "the forged log must not be stored"
     );
 }
+
+#[test]
+fn a_controller_can_serve_the_operators_own_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    // Any certificate chain the operator has will do; borrow one made by another
+    // controller's CA, which the CLI and agents then have to be told to trust.
+    let mut issuer = Controller::start(&dir.path().join("issuer"), 0, &[]);
+    issuer.kill();
+    let tls = issuer.data_dir.join("tls");
+    let (cert, key, issuer_ca) = (
+        tls.join("server.crt"),
+        tls.join("server.key"),
+        tls.join("ca.crt"),
+    );
+    let mut controller = Controller::start(
+        &dir.path().join("own"),
+        0,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    // The CLI trusts the system roots by default; this issuer is not among them.
+    let (output, _, stderr) = run(controller.cli().args(["pipeline", "list"]));
+    assert!(!output.status.success());
+    assert!(stderr.contains("cannot reach the controller"), "{stderr}");
+    controller.ca_override = Some(issuer_ca.clone());
+    ok(controller.cli().args(["pipeline", "list"]));
+
+    let (token, fingerprint) = controller.join_token("", "10m");
+    let join = |token: &str, state: &str, server_ca: Option<&std::path::Path>| {
+        let mut cmd = sluice_agent();
+        cmd.args([
+            "join",
+            "--controller",
+            &controller.url,
+            "--token",
+            token,
+            "--ca-fingerprint",
+            &fingerprint,
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join(state));
+        if let Some(ca) = server_ca {
+            cmd.arg("--server-ca").arg(ca);
+        }
+        run(&mut cmd)
+    };
+    let (output, _, stderr) = join(&token, "agent-a", None);
+    assert!(!output.status.success());
+    assert!(stderr.contains("--server-ca"), "{stderr}");
+    let (token, _) = controller.join_token("", "10m");
+    let (output, _, stderr) = join(&token, "agent-b", Some(&issuer_ca));
+    assert!(output.status.success(), "{stderr}");
+    let _agent = run_agent(&dir.path().join("agent-b"), 1);
+
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(&definition, simple_pipeline(&repo, "cat a.txt")).unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+    assert_eq!(
+        controller.wait_finished(&id, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+}

@@ -131,6 +131,9 @@ impl StateDir {
         roots
             .add(ca)
             .map_err(|e| ClientError::Tls(format!("ca.crt: {e}")))?;
+        if self.file(SERVER_CA).exists() {
+            add_server_trust(&mut roots, &self.read(SERVER_CA)?)?;
+        }
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| ClientError::Tls(e.to_string()))?
@@ -144,6 +147,36 @@ impl StateDir {
     pub fn http_client(&self) -> Result<reqwest::Client, ClientError> {
         http_client((*self.tls_config()?).clone())
     }
+}
+
+/// Extra trust for the controller's server certificate, written at join when the
+/// operator gave the controller its own certificate (`--server-ca`).
+const SERVER_CA: &str = "server-ca.crt";
+
+/// The word that stands for the operating system's trust store in `--server-ca`.
+pub const SYSTEM_ROOTS: &str = "system";
+
+/// Adds the trust anchors named by a `server-ca.crt`: PEM certificates, or the single
+/// word `system` for the operating system's trust store.
+fn add_server_trust(roots: &mut RootCertStore, contents: &str) -> Result<(), ClientError> {
+    if contents.trim() == SYSTEM_ROOTS {
+        let found = rustls_native_certs::load_native_certs();
+        if found.certs.is_empty() {
+            return Err(ClientError::Tls(format!(
+                "no system trust store found: {:?}",
+                found.errors
+            )));
+        }
+        roots.add_parsable_certificates(found.certs);
+        return Ok(());
+    }
+    for cert in CertificateDer::pem_slice_iter(contents.as_bytes()) {
+        let cert = cert.map_err(|e| ClientError::Tls(format!("{SERVER_CA}: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ClientError::Tls(format!("{SERVER_CA}: {e}")))?;
+    }
+    Ok(())
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -171,6 +204,10 @@ pub struct JoinRequest<'a> {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Parallel actions.
     pub capacity: u32,
+    /// When the controller serves a certificate the operator gave it (not one from its
+    /// own CA): a PEM file with the CA that issued it, or `system` for the operating
+    /// system's trust store.
+    pub server_ca: Option<&'a Path>,
 }
 
 #[derive(Deserialize)]
@@ -221,6 +258,19 @@ pub async fn join(state: &StateDir, request: JoinRequest<'_>) -> Result<Identity
     roots
         .add(ca_der)
         .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let server_trust = match request.server_ca {
+        Some(path) if path == Path::new(SYSTEM_ROOTS) => Some(SYSTEM_ROOTS.to_string()),
+        Some(path) => Some(
+            std::fs::read_to_string(path).map_err(|source| ClientError::Io {
+                path: path.to_owned(),
+                source,
+            })?,
+        ),
+        None => None,
+    };
+    if let Some(trust) = &server_trust {
+        add_server_trust(&mut roots, trust)?;
+    }
     let verified = http_client(
         rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -254,7 +304,16 @@ pub async fn join(state: &StateDir, request: JoinRequest<'_>) -> Result<Identity
         }))
         .send()
         .await
-        .map_err(|e| ClientError::Http(format!("join request to {url} failed: {e}")))?;
+        .map_err(|e| {
+            ClientError::Http(format!(
+                "join request to {url} failed: {e}{}",
+                if server_trust.is_none() {
+                    " (if the controller serves a certificate of your own, pass --server-ca with its issuer, or --server-ca system)"
+                } else {
+                    ""
+                }
+            ))
+        })?;
     if !response.status().is_success() {
         return Err(ClientError::Refused(error_message(response).await));
     }
@@ -270,6 +329,12 @@ pub async fn join(state: &StateDir, request: JoinRequest<'_>) -> Result<Identity
     state.write("agent.key", &key.serialize_pem(), true)?;
     state.write("agent.crt", &joined.certificate, false)?;
     state.write("ca.crt", &joined.ca_certificate, false)?;
+    match &server_trust {
+        Some(trust) => state.write(SERVER_CA, trust, false)?,
+        None => {
+            let _ = std::fs::remove_file(state.file(SERVER_CA));
+        }
+    }
     state.write(
         "agent.json",
         &serde_json::to_string_pretty(&identity).map_err(|e| ClientError::Tls(e.to_string()))?,

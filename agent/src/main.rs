@@ -34,6 +34,10 @@ enum Command {
         /// Labels to ask for, k=v,k2=v2 (the token's labels win).
         #[arg(long, value_parser = sluice_proto::parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
+        /// If the controller serves a certificate of your own rather than one from its
+        /// CA: the PEM file of the CA that issued it, or `system` for the system's roots.
+        #[arg(long)]
+        server_ca: Option<PathBuf>,
     },
     /// Connect to the controller and run actions until stopped.
     Run {
@@ -75,6 +79,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_fingerprint,
             state_dir,
             labels,
+            server_ca,
         } => {
             let state = sluice_agent::StateDir::new(&state_dir);
             let identity = sluice_agent::join(
@@ -85,6 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     ca_fingerprint: &ca_fingerprint,
                     labels,
                     capacity: 1,
+                    server_ca: server_ca.as_deref(),
                 },
             )
             .await

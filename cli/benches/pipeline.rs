@@ -312,6 +312,7 @@ async fn bench() -> anyhow::Result<()> {
             ca_fingerprint: &controller.ca_fingerprint(),
             labels: BTreeMap::new(),
             capacity: CAPACITY,
+            server_ca: None,
         },
     )
     .await

@@ -187,9 +187,16 @@ impl Api {
                         .with_context(|| format!("{}: unusable CA certificate", path.display()))?;
                 }
             }
-            None => bail!(
-                "no CA certificate to trust the controller with: pass --ca, set SLUICE_CA, or use the config written by `sluice up`"
-            ),
+            // No CA given: the controller has a certificate from a CA the system trusts.
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                if found.certs.is_empty() {
+                    bail!(
+                        "no CA certificate to trust the controller with and no system trust store: pass --ca or set SLUICE_CA"
+                    );
+                }
+                roots.add_parsable_certificates(found.certs);
+            }
         }
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

@@ -88,7 +88,10 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 
 /// Writes the client config for this controller, keeping a token that still works,
 /// else minting one. Returns the token and whether it is new.
-fn write_client_config(controller: &Controller) -> anyhow::Result<(String, bool, PathBuf)> {
+fn write_client_config(
+    controller: &Controller,
+    own_ca: bool,
+) -> anyhow::Result<(String, bool, PathBuf)> {
     let existing = ClientConfig::load().unwrap_or_default();
     let (token, minted) = match existing.token {
         Some(token)
@@ -102,7 +105,9 @@ fn write_client_config(controller: &Controller) -> anyhow::Result<(String, bool,
     let config = ClientConfig {
         url: Some(controller.url()),
         token: Some(token.clone()),
-        ca: Some(controller.ca_path()),
+        // With the operator's own server certificate, the CLI trusts the system's roots
+        // (or SLUICE_CA); otherwise it trusts the controller's CA.
+        ca: own_ca.then(|| controller.ca_path()),
     };
     let path = config.save()?;
     Ok((token, minted, path))
@@ -134,11 +139,13 @@ async fn start_controller(
 /// `sluice controller`.
 pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
     let data_dir = absolute(&args.data_dir)?;
+    let operator_cert = args.tls_cert.zip(args.tls_key);
+    let own_ca = operator_cert.is_none();
     let controller = start_controller(
         &data_dir,
         args.listen,
         settings(args.lease_ttl, args.heartbeat_interval)?,
-        args.tls_cert.zip(args.tls_key),
+        operator_cert,
         args.tls_names,
     )
     .await?;
@@ -147,7 +154,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
     let client = if args.no_client_config {
         None
     } else {
-        Some(write_client_config(&controller)?)
+        Some(write_client_config(&controller, own_ca)?)
     };
     println!("Sluice controller listening on {}", controller.url());
     println!("  data dir:          {}", data_dir.display());
@@ -160,6 +167,11 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
                 "  admin API token:   {token}   (shown once; also saved in the client config)"
             );
         }
+    }
+    if !own_ca {
+        println!(
+            "  server certificate: the one given with --tls-cert; agents joining need --server-ca with its issuer (or `system`)"
+        );
     }
     println!("Add a build machine: sluice agent token create, then run the printed command there.");
     wait_for_shutdown().await;
@@ -269,7 +281,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
     .context(
         "is another `sluice up` running? Pass --listen 127.0.0.1:0 for any free port, or --data-dir for a separate instance",
     )?;
-    let (token, _, config_path) = write_client_config(&controller)?;
+    let (token, _, config_path) = write_client_config(&controller, true)?;
 
     // The local agent joins like any other: a token, a pinned CA, a client certificate.
     let agent_state = data_dir.join("agent");
@@ -291,6 +303,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
                 ca_fingerprint: &controller.ca_fingerprint(),
                 labels: BTreeMap::new(),
                 capacity: args.capacity,
+                server_ca: None,
             },
         )
         .await

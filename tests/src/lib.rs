@@ -173,6 +173,8 @@ pub struct Controller {
     pub config: PathBuf,
     /// The port it listens on.
     pub port: u16,
+    /// A CA file the CLI should trust instead of what the client config says.
+    pub ca_override: Option<PathBuf>,
 }
 
 impl Controller {
@@ -209,12 +211,17 @@ impl Controller {
             data_dir,
             config,
             port,
+            ca_override: None,
         }
     }
 
     /// A `sluice` CLI command against this controller.
     pub fn cli(&self) -> Command {
-        sluice(&self.config)
+        let mut cmd = sluice(&self.config);
+        if let Some(ca) = &self.ca_override {
+            cmd.env("SLUICE_CA", ca);
+        }
+        cmd
     }
 
     /// Runs the CLI with `-o json` and parses the output.
