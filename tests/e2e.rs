@@ -489,12 +489,21 @@ fn an_agent_killed_mid_action_makes_the_action_fail_as_lost() {
 }
 
 #[test]
-fn an_action_no_agent_can_run_says_why_it_waits() {
+fn an_action_no_agent_can_run_says_why_it_waits_and_runs_once_one_joins() {
     let dir = tempfile::tempdir().unwrap();
     let controller = Controller::start(dir.path(), 0, &[]);
+    // A linux agent is registered and connected, but the build wants os=windows.
+    let linux = dir.path().join("linux");
+    controller.join_agent(&linux, "os=linux");
+    let _linux = run_agent(&linux, 1);
     let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
     let definition = dir.path().join("p.yaml");
-    std::fs::write(&definition, simple_pipeline(&repo, "true")).unwrap();
+    let yaml = simple_pipeline(&repo, "true").replace(
+        "        actionTypeId: {category: Build, provider: commands}\n",
+        "        actionTypeId: {category: Build, provider: commands}\n        agent: {os: windows}\n",
+    );
+    assert!(yaml.contains("os: windows"));
+    std::fs::write(&definition, yaml).unwrap();
     ok(controller
         .cli()
         .args(["pipeline", "create"])
@@ -502,14 +511,52 @@ fn an_action_no_agent_can_run_says_why_it_waits() {
     let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
         .trim()
         .to_string();
-    let summary = wait_for("a waiting reason", Duration::from_secs(30), || {
-        controller.execution(&id)["statusSummary"]
-            .as_str()
-            .map(str::to_string)
-    });
+    let summary = wait_for(
+        "the build's waiting reason",
+        Duration::from_secs(30),
+        || {
+            controller.execution(&id)["statusSummary"]
+                .as_str()
+                .filter(|s| s.starts_with("Build/Run"))
+                .map(str::to_string)
+        },
+    );
     assert!(
         summary.contains("no registered agent can run this action"),
         "{summary}"
+    );
+    assert!(summary.contains("os=windows"), "{summary}");
+    // The source ran on the linux agent; the build waits for a windows one.
+    let e = controller.execution(&id);
+    assert_eq!(e["stages"][0]["status"], "Succeeded");
+    assert_eq!(e["status"], "InProgress");
+
+    // Registered but not connected: the reason changes.
+    let windows = dir.path().join("windows");
+    controller.join_agent(&windows, "os=windows");
+    let summary = wait_for("a new waiting reason", Duration::from_secs(30), || {
+        controller.execution(&id)["statusSummary"]
+            .as_str()
+            .filter(|s| s.contains("none is connected"))
+            .map(str::to_string)
+    });
+    assert!(summary.contains("os=windows"), "{summary}");
+
+    // Once it connects, the build runs there.
+    let _windows = run_agent(&windows, 1);
+    let e = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+    let agents = controller.json(&["agent", "list"]);
+    let windows_id = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["os"] == "windows")
+        .unwrap()["id"]
+        .clone();
+    assert_eq!(
+        e["stages"][1]["actions"][0]["attempts"][0]["agentId"],
+        windows_id
     );
 }
 
