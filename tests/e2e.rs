@@ -537,7 +537,7 @@ fn an_action_no_agent_can_run_says_why_it_waits_and_runs_once_one_joins() {
     let summary = wait_for("a new waiting reason", Duration::from_secs(30), || {
         controller.execution(&id)["statusSummary"]
             .as_str()
-            .filter(|s| s.contains("none is connected"))
+            .filter(|s| s.contains("registered but not connected"))
             .map(str::to_string)
     });
     assert!(summary.contains("os=windows"), "{summary}");

@@ -643,40 +643,47 @@ impl Engine {
     }
 
     fn waiting_reason(&self, st: &State, selector: &BTreeMap<String, String>) -> String {
+        let labels = format_labels(selector);
         let wanted = if selector.is_empty() {
             "any agent".to_string()
         } else {
-            format!("an agent with labels {}", format_labels(selector))
+            format!("an agent with labels {labels}")
         };
         let matching: Vec<&String> = st
             .registered
             .iter()
-            .filter(|(_, labels)| labels_match(selector, labels))
+            .filter(|(_, agent_labels)| labels_match(selector, agent_labels))
             .map(|(id, _)| id)
             .collect();
         if matching.is_empty() {
+            let registered = match st.registered.len() {
+                0 => "no agent is registered".to_string(),
+                1 => "the one registered agent does not match".to_string(),
+                n => format!("none of the {n} registered agents matches"),
+            };
+            let flag = if selector.is_empty() {
+                String::new()
+            } else {
+                format!(" --labels {labels}")
+            };
             return format!(
-                "no registered agent can run this action: it needs {wanted}, and none of the {} registered agents has them; \
-                 join one with `sluice agent token create{}` and `sluice-agent join`",
-                st.registered.len(),
-                if selector.is_empty() {
-                    String::new()
-                } else {
-                    format!(" --labels {}", format_labels(selector))
-                }
+                "no registered agent can run this action: it needs {wanted}, and {registered}; \
+                 add one with `sluice agent token create{flag}` and `sluice-agent join`"
             );
         }
         let online = matching
             .iter()
             .filter(|id| st.sessions.contains_key(id.as_str()))
             .count();
-        if online == 0 {
-            format!(
-                "waiting for {wanted}: {} matching agents are registered but none is connected",
-                matching.len()
-            )
-        } else {
-            format!("waiting for a free slot on {online} connected agents matching {wanted}")
+        match (online, matching.len()) {
+            (0, 1) => {
+                format!("waiting for {wanted}: the matching agent is registered but not connected")
+            }
+            (0, n) => format!(
+                "waiting for {wanted}: {n} matching agents are registered but none is connected"
+            ),
+            (1, _) => format!("waiting for a free slot on the connected agent matching {wanted}"),
+            (n, _) => format!("waiting for a free slot on {n} connected agents matching {wanted}"),
         }
     }
 

@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 /// The directory holding the built binaries.
+///
+/// `cargo test --workspace` (the README's test command) builds `sluice` and
+/// `sluice-agent` before running any test. A narrower run such as
+/// `cargo nextest run -p sluice-e2e` does not, so build them first
+/// (`cargo build --workspace`) or the tests use stale binaries; they are built here
+/// only when missing, because a nested cargo would wait forever on the lock that
+/// `cargo test` holds.
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
