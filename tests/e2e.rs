@@ -65,7 +65,8 @@ fn three_stage_pipeline_runs_on_two_agents() {
     controller.join_agent(&agent_a, "pool=e2e");
     controller.join_agent(&agent_b, "pool=e2e");
     let _a = run_agent(&agent_a, 1);
-    let _b = run_agent(&agent_b, 1);
+    // An agent may add labels, but not change the ones its join token granted.
+    let _b = run_agent_with_labels(&agent_b, 1, "pool=other,disk=ssd");
 
     let repo = git_repo(
         &dir.path().join("repo"),
@@ -197,6 +198,14 @@ fn three_stage_pipeline_runs_on_two_agents() {
             .unwrap()
             .iter()
             .all(|a| a["state"] == "online" && a["labels"]["pool"] == "e2e")
+    );
+    assert!(
+        agents
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["disk"] == "ssd"),
+        "{agents:#}"
     );
 }
 

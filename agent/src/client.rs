@@ -188,6 +188,9 @@ fn http_client(mut config: rustls::ClientConfig) -> Result<reqwest::Client, Clie
     reqwest::Client::builder()
         .use_preconfigured_tls(config)
         .connect_timeout(std::time::Duration::from_secs(10))
+        // A transfer that stalls fails the action instead of holding it forever;
+        // a large one that keeps moving is fine.
+        .read_timeout(std::time::Duration::from_secs(60))
         .build()
         .map_err(|e| ClientError::Tls(e.to_string()))
 }

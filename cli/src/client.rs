@@ -220,7 +220,17 @@ impl Api {
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut builder = self.http.request(method, format!("{}{path}", self.url));
+        let mut builder = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            // Recorded as who started an execution.
+            .header(
+                "x-sluice-user",
+                format!(
+                    "{} (CLI)",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                ),
+            );
         if let Some(token) = &self.token {
             builder = builder.bearer_auth(token);
         }

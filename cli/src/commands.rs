@@ -188,12 +188,11 @@ pub async fn start(
     out: Output,
 ) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let started = api
         .send_json(
             Method::POST,
             &format!("/api/v1/pipelines/{name}/executions"),
-            &json!({"requestedBy": user}),
+            &json!({}),
         )
         .await?;
     let id = started["id"].as_str().unwrap_or("").to_string();
@@ -317,6 +316,7 @@ pub async fn logs(
     };
     let mut offsets: BTreeMap<i64, u64> = BTreeMap::new();
     let mut finished_attempts: std::collections::BTreeSet<i64> = Default::default();
+    let mut headers_printed: std::collections::BTreeSet<i64> = Default::default();
     let mut matched_any = false;
     loop {
         let e = api.get(&format!("/api/v1/executions/{id}")).await?;
@@ -340,7 +340,7 @@ pub async fn logs(
                         continue;
                     }
                     let offset = offsets.entry(attempt_id).or_insert(0);
-                    if *offset == 0 {
+                    if headers_printed.insert(attempt_id) {
                         println!(
                             "==> {stage_name}/{action_name} (attempt {}) <==",
                             attempt["attempt"]

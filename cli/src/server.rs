@@ -62,6 +62,9 @@ pub struct UpArgs {
 }
 
 fn settings(lease_ttl: Duration, heartbeat_interval: Duration) -> anyhow::Result<Settings> {
+    if heartbeat_interval < Duration::from_millis(100) {
+        anyhow::bail!("--heartbeat-interval must be at least 100ms");
+    }
     if heartbeat_interval >= lease_ttl {
         anyhow::bail!(
             "--heartbeat-interval ({}) must be shorter than --lease-ttl ({})",

@@ -89,7 +89,8 @@ CREATE TABLE logs (
 CREATE TABLE agents (
     id                 TEXT PRIMARY KEY,
     name               TEXT NOT NULL,
-    labels             TEXT NOT NULL,      -- JSON object
+    labels             TEXT NOT NULL,      -- JSON object: what the agent runs with now
+    granted_labels     TEXT NOT NULL DEFAULT '{}', -- JSON object: from its join token; these always win
     capacity           INTEGER NOT NULL DEFAULT 1,
     version            TEXT,
     cert_fingerprint   TEXT NOT NULL UNIQUE,

@@ -397,6 +397,14 @@ fn bearer() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clo
 struct Unauthorized(String);
 impl warp::reject::Reject for Unauthorized {}
 
+#[derive(Debug)]
+struct MissingBlob(String);
+impl warp::reject::Reject for MissingBlob {}
+
+#[derive(Debug)]
+struct Internal(String);
+impl warp::reject::Reject for Internal {}
+
 /// Requires a valid API token.
 fn authenticated(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Rejection> + Clone {
     bearer().and(with(state)).and_then(|token: Option<String>, s: ApiState| async move {
@@ -410,7 +418,7 @@ fn authenticated(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = 
             Ok(None) => Err(warp::reject::custom(Unauthorized(
                 "the API token is not valid; use the token printed by `sluice controller` or `sluice up`".into(),
             ))),
-            Err(e) => Err(warp::reject::custom(Unauthorized(format!("could not check the API token: {e}")))),
+            Err(e) => Err(warp::reject::custom(Internal(format!("could not check the API token: {e}")))),
         }
     })
 }
@@ -418,6 +426,10 @@ fn authenticated(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = 
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if let Some(Unauthorized(message)) = rejection.find() {
         ApiError::unauthorized(message.clone())
+    } else if let Some(MissingBlob(message)) = rejection.find() {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message.clone())
+    } else if let Some(Internal(message)) = rejection.find() {
+        ApiError::internal(message)
     } else if rejection.is_not_found() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
     } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
@@ -510,6 +522,7 @@ fn join_agent(req: JoinRequest, s: ApiState) -> ApiResult {
         id: agent_id.clone(),
         name: req.name,
         labels: req.labels,
+        granted_labels: BTreeMap::new(),
         capacity: req.capacity.clamp(1, 1024),
         version: Some(req.version),
         cert_fingerprint: crate::tls::fingerprint(&der),
@@ -625,24 +638,38 @@ where
     }
 }
 
-/// Lets an agent (certificate) or a user (API token) download artifacts.
+/// Lets an agent (certificate) or a user (API token) download artifacts, and names a
+/// missing one.
 fn blob_reader(state: ApiState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    peer()
+    warp::path::peek()
+        .and(peer())
         .and(bearer())
         .and(with(state))
         .and_then(
-            |peer: Peer, token: Option<String>, s: ApiState| async move {
-                if agent_of(&s, &peer).is_ok() {
-                    return Ok(());
+            |tail: warp::path::Peek, peer: Peer, token: Option<String>, s: ApiState| async move {
+                let digest = tail.as_str().to_string();
+                let allowed = agent_of(&s, &peer).is_ok()
+                    || match token {
+                        Some(token) => s
+                            .engine
+                            .store()
+                            .api_token(&hash_secret(&token))
+                            .map_err(|e| warp::reject::custom(Internal(e.to_string())))?
+                            .is_some(),
+                        None => false,
+                    };
+                if !allowed {
+                    return Err(warp::reject::custom(Unauthorized(
+                        "downloading artifacts needs an agent certificate or an API token".into(),
+                    )));
                 }
-                if let Some(token) = token
-                    && let Ok(Some(_)) = s.engine.store().api_token(&hash_secret(&token))
-                {
-                    return Ok(());
+                match s.engine.blobs().size(&digest) {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(warp::reject::custom(MissingBlob(format!(
+                        "no artifact with sha256 {digest} is stored"
+                    )))),
+                    Err(e) => Err(warp::reject::custom(MissingBlob(e.to_string()))),
                 }
-                Err(warp::reject::custom(Unauthorized(
-                    "downloading artifacts needs an agent certificate or an API token".into(),
-                )))
             },
         )
         .untuple_one()

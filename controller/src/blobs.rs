@@ -59,6 +59,13 @@ impl BlobStore {
     /// A store in `root`, with uploads in progress in `tmp` (both created if needed;
     /// keep them on one file system so that finishing an upload is a rename).
     pub fn new(root: PathBuf, tmp: PathBuf) -> Result<BlobStore, BlobError> {
+        // Uploads cut short by a restart left partial files; nothing refers to them.
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|source| BlobError::Io {
+                path: tmp.clone(),
+                source,
+            })?;
+        }
         for dir in [&root, &tmp] {
             std::fs::create_dir_all(dir).map_err(|source| BlobError::Io {
                 path: dir.clone(),

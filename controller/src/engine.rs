@@ -217,7 +217,9 @@ impl Engine {
                         agent_id,
                         token: attempt.fencing_token.clone(),
                         execution_id: attempt.execution_id.clone(),
-                        offered_at_ms: None,
+                        // An offer the agent may never have received goes back to the
+                        // queue after the offer timeout unless the agent claims it.
+                        offered_at_ms: (attempt.phase == phase::OFFERED).then(now_ms),
                     },
                 );
             }
@@ -324,10 +326,30 @@ impl Engine {
                     *entry = attempt;
                 }
             }
-            let failed: Vec<&&AttemptRow> =
+            let mut failed: Vec<&&AttemptRow> =
                 latest.values().filter(|a| a.status == "Failed").collect();
-            let in_flight = latest.values().any(|a| a.status == "InProgress");
+            failed.sort_by_key(|a| (a.finished_at_ms, a.id));
             if let Some(first) = failed.first() {
+                // Siblings that have not started never will: the stage has failed.
+                for waiting in latest.values().filter(|a| a.phase == phase::QUEUED) {
+                    st.queue.remove(&waiting.id);
+                    let reason = format!(
+                        "not started: action {}/{} failed first",
+                        stage.name, first.action_name
+                    );
+                    self.store.finish_attempt(
+                        waiting.id,
+                        &waiting.fencing_token,
+                        "Abandoned",
+                        None,
+                        Some(&reason),
+                        &BTreeMap::new(),
+                        &[],
+                    )?;
+                }
+                let in_flight = latest
+                    .values()
+                    .any(|a| a.phase == phase::OFFERED || a.phase == phase::RUNNING);
                 if !in_flight {
                     self.store.finish_stage(execution_id, index, "Failed")?;
                     let message = format!(
@@ -588,19 +610,27 @@ impl Engine {
                 .map(|(agent_id, _)| agent_id.clone());
             match candidate {
                 Some(agent_id) => {
-                    let Some(queued) = st.queue.remove(&id) else {
+                    let Some(token) = st
+                        .queue
+                        .get(&id)
+                        .map(|q| q.job.attempt.fencing_token.clone())
+                    else {
                         continue;
                     };
                     let lease = now_ms() + self.settings.lease_ttl.as_millis() as i64;
-                    let token = queued.job.attempt.fencing_token.clone();
-                    if !self.store.move_attempt(
+                    // Commit first; only a committed offer leaves the queue.
+                    let moved = self.store.move_attempt(
                         id,
                         &token,
                         &[phase::QUEUED],
                         phase::OFFERED,
                         Some(&agent_id),
                         Some(lease),
-                    )? {
+                    )?;
+                    let Some(queued) = st.queue.remove(&id) else {
+                        continue;
+                    };
+                    if !moved {
                         continue;
                     }
                     let execution_id = queued.job.execution_id.clone();
@@ -711,10 +741,19 @@ impl Engine {
         tx: mpsc::UnboundedSender<ControllerMessage>,
     ) -> Result<u64> {
         let mut st = self.lock();
+        // The labels its join token granted always win over what the agent says.
+        let mut labels = labels;
+        labels.extend(agent.granted_labels.clone());
         self.store
             .agent_connected(&agent.id, &labels, i64::from(capacity), version)?;
+        let claimed: Vec<i64> = running
+            .iter()
+            .filter(|r| self.check_holder(&st, &agent.id, r).is_none())
+            .map(|r| r.attempt_id)
+            .collect();
         self.store.renew_leases(
             &agent.id,
+            &claimed,
             now_ms() + self.settings.lease_ttl.as_millis() as i64,
         )?;
         st.next_session_id += 1;
@@ -727,6 +766,21 @@ impl Engine {
             match st.held.get(&attempt.attempt_id) {
                 Some(h) if h.agent_id == agent.id && h.token == attempt.fencing_token => {
                     held.insert(attempt.attempt_id);
+                    // The agent runs it, so its Accept was lost on the way: accept now,
+                    // or the offer timeout would hand it to another agent as well.
+                    if h.offered_at_ms.is_some() {
+                        self.store.move_attempt(
+                            attempt.attempt_id,
+                            &attempt.fencing_token,
+                            &[phase::OFFERED],
+                            phase::RUNNING,
+                            Some(&agent.id),
+                            Some(now_ms() + self.settings.lease_ttl.as_millis() as i64),
+                        )?;
+                    }
+                    if let Some(h) = st.held.get_mut(&attempt.attempt_id) {
+                        h.offered_at_ms = None;
+                    }
                 }
                 _ => {
                     let _ = tx.send(ControllerMessage::Stale {
@@ -806,10 +860,19 @@ impl Engine {
         Ok(())
     }
 
-    /// A heartbeat renews every lease the agent holds.
-    pub fn heartbeat(&self, agent_id: &str) -> Result<()> {
+    /// A heartbeat renews the leases of the attempts the agent says it still runs (and
+    /// that it really holds); an attempt it no longer lists runs out its lease.
+    pub fn heartbeat(&self, agent_id: &str, running: &[AttemptRef]) -> Result<()> {
+        let st = self.lock();
+        let ids: Vec<i64> = running
+            .iter()
+            .filter(|r| self.check_holder(&st, agent_id, r).is_none())
+            .map(|r| r.attempt_id)
+            .collect();
+        drop(st);
         self.store.renew_leases(
             agent_id,
+            &ids,
             now_ms() + self.settings.lease_ttl.as_millis() as i64,
         )?;
         Ok(())
@@ -856,15 +919,15 @@ impl Engine {
                 message: "the offer was withdrawn".into(),
             }));
         }
-        let relative = self.logs.relative_path(
-            &st.held[&attempt.attempt_id].execution_id,
-            attempt.attempt_id,
-        );
+        let Some(held) = st.held.get_mut(&attempt.attempt_id) else {
+            return Ok(Reply::Nothing);
+        };
+        // Accepted is committed: never treat it as an unaccepted offer again.
+        held.offered_at_ms = None;
+        let execution_id = held.execution_id.clone();
+        let relative = self.logs.relative_path(&execution_id, attempt.attempt_id);
         self.store.ensure_log(attempt.attempt_id, &relative)?;
-        if let Some(held) = st.held.get_mut(&attempt.attempt_id) {
-            held.offered_at_ms = None;
-            self.emit(Event::Execution(held.execution_id.clone()));
-        }
+        self.emit(Event::Execution(execution_id));
         Ok(Reply::Nothing)
     }
 
@@ -874,30 +937,52 @@ impl Engine {
         if self.check_holder(&st, agent_id, attempt).is_some() {
             return Ok(());
         }
+        if st
+            .held
+            .get(&attempt.attempt_id)
+            .is_some_and(|h| h.offered_at_ms.is_none())
+        {
+            // Rejecting what it already accepted: treat it as a failure, not a requeue.
+            let execution_id = st
+                .held
+                .remove(&attempt.attempt_id)
+                .map(|h| h.execution_id)
+                .unwrap_or_default();
+            if let Some(session) = st.sessions.get_mut(agent_id) {
+                session.held.remove(&attempt.attempt_id);
+            }
+            let message = format!("the agent gave up the action after accepting it: {reason}");
+            self.fail_held(
+                &mut st,
+                attempt.attempt_id,
+                &attempt.fencing_token,
+                &execution_id,
+                &message,
+            )?;
+            return self.dispatch(&mut st);
+        }
         tracing::warn!(agent = %agent_id, attempt = attempt.attempt_id, reason, "Agent rejected an offer.");
         self.requeue(&mut st, attempt.attempt_id)?;
         self.dispatch(&mut st)
     }
 
+    /// Takes an unaccepted offer back and queues it again under a new fencing token, so
+    /// that the agent it was offered to can no longer report on it.
     fn requeue(&self, st: &mut State, id: i64) -> Result<()> {
-        let Some(held) = st.held.remove(&id) else {
+        let Some(held) = st.held.get(&id) else {
             return Ok(());
         };
-        if let Some(session) = st.sessions.get_mut(&held.agent_id) {
+        let (agent_id, old_token) = (held.agent_id.clone(), held.token.clone());
+        if !self.store.requeue_attempt(id, &old_token, &new_token())? {
+            return Ok(());
+        }
+        st.held.remove(&id);
+        if let Some(session) = st.sessions.get_mut(&agent_id) {
             session.held.remove(&id);
         }
-        if self.store.move_attempt(
-            id,
-            &held.token,
-            &[phase::OFFERED],
-            phase::QUEUED,
-            None,
-            None,
-        )? {
-            let row = self.store.attempt(id)?;
-            if self.enqueue_existing(st, &row)? {
-                self.advance(st, &row.execution_id)?;
-            }
+        let row = self.store.attempt(id)?;
+        if self.enqueue_existing(st, &row)? {
+            self.advance(st, &row.execution_id)?;
         }
         Ok(())
     }
@@ -940,21 +1025,38 @@ impl Engine {
         log_length: u64,
         log_sha256: &str,
     ) -> Result<Reply> {
+        let id = attempt.attempt_id;
+        let stale = |message| {
+            Ok(Reply::Send(ControllerMessage::Stale {
+                attempt_id: id,
+                message,
+            }))
+        };
+        // Hash the stored log before taking the lock: it may be large, and no more of
+        // it arrives once the agent has sent Finished.
+        let execution_id = {
+            let st = self.lock();
+            if let Some(message) = self.check_holder(&st, agent_id, attempt) {
+                return stale(message);
+            }
+            st.held
+                .get(&id)
+                .map(|h| h.execution_id.clone())
+                .unwrap_or_default()
+        };
+        let (stored_length, stored_sha) = self.logs.digest(&execution_id, id)?;
         let mut st = self.lock();
         if let Some(message) = self.check_holder(&st, agent_id, attempt) {
-            return Ok(Reply::Send(ControllerMessage::Stale {
-                attempt_id: attempt.attempt_id,
-                message,
-            }));
+            return stale(message);
         }
-        let id = attempt.attempt_id;
-        let execution_id = st.held[&id].execution_id.clone();
+        let row = self.store.attempt(id)?;
+        let declared = self.declared_outputs(&mut st, &row)?;
         let (status, summary, error, variables, artifacts) = match outcome {
             Outcome::Succeeded {
                 summary,
                 output_variables,
                 artifacts,
-            } => match self.check_artifacts(artifacts) {
+            } => match self.check_artifacts(artifacts, &declared) {
                 Ok(rows) => (
                     "Succeeded",
                     Some(summary.as_str()),
@@ -975,7 +1077,6 @@ impl Engine {
         // The log is whole only if what we stored is exactly what the agent wrote.
         let relative = self.logs.relative_path(&execution_id, id);
         self.store.ensure_log(id, &relative)?;
-        let (stored_length, stored_sha) = self.logs.digest(&execution_id, id)?;
         let complete = stored_length == log_length && stored_sha == log_sha256;
         self.store
             .finish_log(id, log_length as i64, log_sha256, complete)?;
@@ -1013,10 +1114,41 @@ impl Engine {
         Ok(Reply::Send(ControllerMessage::FinishAck { attempt_id: id }))
     }
 
+    /// The output artifacts the definition declares for an attempt's action.
+    fn declared_outputs(&self, st: &mut State, row: &AttemptRow) -> Result<Vec<String>> {
+        let execution = self.store.execution(&row.execution_id)?;
+        let def = self.definition(st, &execution.pipeline_name, execution.pipeline_version)?;
+        Ok(def
+            .stages
+            .get(row.stage_index as usize)
+            .and_then(|stage| stage.actions.iter().find(|a| a.name == row.action_name))
+            .map(|action| action.output_artifacts.clone())
+            .unwrap_or_default())
+    }
+
+    /// Checks reported artifacts: exactly the declared outputs, each stored with the
+    /// size reported.
     fn check_artifacts(
         &self,
         artifacts: &[sluice_proto::ArtifactRef],
+        declared: &[String],
     ) -> Result<Vec<(String, String, i64)>, String> {
+        for artifact in artifacts {
+            if !declared.contains(&artifact.name) {
+                return Err(format!(
+                    "the agent reported an output artifact \"{}\" that this action does not declare",
+                    artifact.name
+                ));
+            }
+        }
+        for name in declared {
+            let count = artifacts.iter().filter(|a| &a.name == name).count();
+            if count != 1 {
+                return Err(format!(
+                    "output artifact \"{name}\" was reported {count} times; expected once"
+                ));
+            }
+        }
         artifacts
             .iter()
             .map(|a| match self.blobs.size(&a.sha256) {
@@ -1105,12 +1237,38 @@ impl Engine {
         let period =
             (self.settings.lease_ttl / 8).clamp(Duration::from_millis(100), Duration::from_secs(1));
         let mut ticker = tokio::time::interval(period);
+        let mut last_sweep = tokio::time::Instant::now();
         loop {
             ticker.tick().await;
             if let Err(e) = self.reap() {
                 tracing::error!(error = %e, "Lease reaper failed.");
             }
+            if last_sweep.elapsed() >= Duration::from_secs(5) {
+                last_sweep = tokio::time::Instant::now();
+                if let Err(e) = self.sweep() {
+                    tracing::error!(error = %e, "Stalled-execution sweep failed.");
+                }
+            }
         }
+    }
+
+    /// Re-evaluates executions in progress that have nothing queued or held: after an
+    /// error between committing a result and moving the execution on (a full disk, say),
+    /// nothing else would wake them.
+    pub fn sweep(&self) -> Result<()> {
+        let mut st = self.lock();
+        let busy: HashSet<String> = st
+            .queue
+            .values()
+            .map(|q| q.job.execution_id.clone())
+            .chain(st.held.values().map(|h| h.execution_id.clone()))
+            .collect();
+        for id in self.store.executions_in_progress()? {
+            if !busy.contains(&id) {
+                self.advance(&mut st, &id)?;
+            }
+        }
+        self.dispatch(&mut st)
     }
 
     /// Attempts offered to or running on each connected agent, for `agent list`.

@@ -12,6 +12,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+/// The largest log kept for one attempt; bytes past it are dropped (and the log is then
+/// marked incomplete by the final length check).
+pub const MAX_LOG_BYTES: u64 = 1 << 30;
+/// How far past the stored end a chunk may start (a chunk lost in transit leaves a gap).
+const MAX_GAP: u64 = 16 << 20;
+
 /// The log file area of the data dir.
 #[derive(Clone)]
 pub struct LogFiles {
@@ -54,8 +60,19 @@ impl LogFiles {
             .truncate(false)
             .write(true)
             .open(&path)?;
+        let stored = file.metadata()?.len();
+        let end = offset.saturating_add(data.len() as u64);
+        if offset > stored.saturating_add(MAX_GAP) || end > MAX_LOG_BYTES {
+            tracing::warn!(
+                attempt = attempt_id,
+                offset,
+                stored,
+                "Dropping a log chunk outside the allowed range."
+            );
+            return Ok(stored);
+        }
         file.write_all_at(data, offset)?;
-        Ok(file.metadata()?.len())
+        Ok(stored.max(end))
     }
 
     /// Length and hex sha256 of what is stored (0 and the empty hash if nothing is).
@@ -113,6 +130,8 @@ mod tests {
         // A resent chunk overwrites itself.
         assert_eq!(logs.write_at("e", 1, 6, b"world").unwrap(), 11);
         assert_eq!(logs.read("e", 1, 0, 100).unwrap(), b"hello world");
+        // A chunk far past the end is dropped rather than making a huge sparse file.
+        assert_eq!(logs.write_at("e", 1, 1 << 40, b"x").unwrap(), 11);
         let (len, sha) = logs.digest("e", 1).unwrap();
         assert_eq!(len, 11);
         assert_eq!(sha, hex::encode(Sha256::digest(b"hello world")));

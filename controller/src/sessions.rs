@@ -74,18 +74,28 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
     ) {
         Ok(id) => id,
         Err(e) => {
+            // An internal error is not the agent's fault: close without a refusal so
+            // that it reconnects and tries again.
             tracing::error!(agent = %agent.id, error = %e, "Could not register the agent session.");
-            let refusal = ControllerMessage::Refused {
-                message: format!("controller error: {e}"),
-            };
-            let _ = sink.send(Message::text(refusal.encode())).await;
+            let _ = sink.close().await;
             return;
         }
     };
 
+    // Pings keep an idle session alive on both ends (the agent also counts them as
+    // signs of life) and find dead connections from this side.
+    let ping_every = settings.heartbeat_interval;
     let writer = tokio::spawn(async move {
-        while let Some(message) = rx.recv().await {
-            if sink.send(Message::text(message.encode())).await.is_err() {
+        let mut ticker = tokio::time::interval(ping_every);
+        loop {
+            let frame = tokio::select! {
+                message = rx.recv() => match message {
+                    Some(message) => Message::text(message.encode()),
+                    None => break,
+                },
+                _ = ticker.tick() => Message::ping(Vec::new()),
+            };
+            if sink.send(frame).await.is_err() {
                 break;
             }
         }
@@ -114,7 +124,9 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
         };
         let reply = match &message {
             AgentMessage::Hello { .. } => Ok(Reply::Nothing),
-            AgentMessage::Heartbeat { .. } => engine.heartbeat(&agent.id).map(|()| Reply::Nothing),
+            AgentMessage::Heartbeat { running } => engine
+                .heartbeat(&agent.id, running)
+                .map(|()| Reply::Nothing),
             AgentMessage::Accept(attempt) => engine.accept(&agent.id, attempt),
             AgentMessage::Reject { attempt, reason } => engine
                 .reject(&agent.id, attempt, reason)
@@ -137,9 +149,12 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
             }
             Ok(Reply::Nothing) => {}
             Err(e) => {
-                // Not acknowledging makes the agent resend; the engine stays consistent
-                // because nothing was committed.
                 tracing::error!(agent = %agent.id, error = %e, "Could not apply an agent report.");
+                // A lost result must be sent again: closing the session makes the agent
+                // reconnect and resend everything it has not had acknowledged.
+                if matches!(message, AgentMessage::Finished { .. }) {
+                    break;
+                }
             }
         }
     }

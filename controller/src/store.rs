@@ -227,6 +227,9 @@ pub struct AgentRow {
     pub name: String,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Labels its join token gave it; the agent cannot change these.
+    #[serde(skip)]
+    pub granted_labels: BTreeMap<String, String>,
     /// Parallel actions.
     pub capacity: i64,
     /// Software version.
@@ -672,19 +675,44 @@ impl Store {
         Ok(true)
     }
 
-    /// Renews the lease of every open attempt an agent holds, and its heartbeat time.
-    pub fn renew_leases(&self, agent_id: &str, lease_expires_at_ms: i64) -> Result<()> {
+    /// Renews the leases of the listed attempts if `agent_id` holds them, and the
+    /// agent's heartbeat time.
+    pub fn renew_leases(
+        &self,
+        agent_id: &str,
+        attempt_ids: &[i64],
+        lease_expires_at_ms: i64,
+    ) -> Result<()> {
         let conn = self.conn();
-        conn.execute(
-            "UPDATE action_attempts SET lease_expires_at_ms = ?2
-             WHERE agent_id = ?1 AND phase IN ('offered', 'running')",
-            params![agent_id, lease_expires_at_ms],
-        )?;
+        if !attempt_ids.is_empty() {
+            conn.execute(
+                "UPDATE action_attempts SET lease_expires_at_ms = ?2
+                 WHERE agent_id = ?1 AND phase IN ('offered', 'running')
+                   AND id IN (SELECT value FROM json_each(?3))",
+                params![
+                    agent_id,
+                    lease_expires_at_ms,
+                    serde_json::to_string(attempt_ids)?
+                ],
+            )?;
+        }
         conn.execute(
             "UPDATE agents SET last_heartbeat_ms = ?2 WHERE id = ?1",
             params![agent_id, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Puts an offered attempt back in the queue under a new fencing token. Returns
+    /// whether it applied (the attempt was still offered with `old_token`).
+    pub fn requeue_attempt(&self, id: i64, old_token: &str, new_token: &str) -> Result<bool> {
+        let changed = self.conn().execute(
+            "UPDATE action_attempts
+             SET phase = 'queued', fencing_token = ?3, agent_id = NULL, lease_expires_at_ms = NULL
+             WHERE id = ?1 AND fencing_token = ?2 AND phase = 'offered'",
+            params![id, old_token, new_token],
+        )?;
+        Ok(changed == 1)
     }
 
     /// Gives every held attempt a fresh lease (after a controller restart).
@@ -840,19 +868,21 @@ impl Store {
             }
             Some((labels, _, None)) => labels,
         };
+        let granted: BTreeMap<String, String> = serde_json::from_str(&labels)?;
         let mut merged: BTreeMap<String, String> = agent.labels.clone();
-        merged.extend(serde_json::from_str::<BTreeMap<String, String>>(&labels)?);
+        merged.extend(granted.clone());
         tx.execute(
             "UPDATE join_tokens SET used_at_ms = ?2, used_by_agent = ?3 WHERE token_sha256 = ?1",
             params![token_sha256, now, agent.id],
         )?;
         tx.execute(
-            "INSERT INTO agents (id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'registered', ?7)",
+            "INSERT INTO agents (id, name, labels, granted_labels, capacity, version, cert_fingerprint, state, registered_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'registered', ?8)",
             params![
                 agent.id,
                 agent.name,
                 serde_json::to_string(&merged)?,
+                serde_json::to_string(&granted)?,
                 agent.capacity,
                 agent.version,
                 agent.cert_fingerprint,
@@ -949,7 +979,7 @@ const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name,
 
 const AGENT_SELECT: &str =
     "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
-    last_heartbeat_ms FROM agents";
+    last_heartbeat_ms, granted_labels FROM agents";
 
 fn pipeline_version_from_row(r: &Row<'_>) -> rusqlite::Result<PipelineVersion> {
     Ok(PipelineVersion {
@@ -1024,6 +1054,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
         state: r.get(6)?,
         registered_at_ms: r.get(7)?,
         last_heartbeat_ms: r.get(8)?,
+        granted_labels: json_map(r, 9)?,
     })
 }
 

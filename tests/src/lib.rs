@@ -293,11 +293,16 @@ impl Controller {
 
 /// Starts `sluice-agent run` for a joined state dir.
 pub fn run_agent(state_dir: &Path, capacity: u32) -> Process {
+    run_agent_with_labels(state_dir, capacity, "")
+}
+
+/// Starts `sluice-agent run` with extra `--labels`.
+pub fn run_agent_with_labels(state_dir: &Path, capacity: u32, labels: &str) -> Process {
     let mut cmd = sluice_agent();
     cmd.arg("run")
         .arg("--state-dir")
         .arg(state_dir)
-        .args(["--capacity", &capacity.to_string()])
+        .args(["--capacity", &capacity.to_string(), "--labels", labels])
         .env("SLUICE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
