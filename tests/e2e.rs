@@ -600,6 +600,10 @@ stages:
         actionTypeId: {{category: Test, provider: commands}}
         configuration: {{Commands: "sleep 2"}}
         inputArtifacts: [Code]
+      - name: Queued
+        actionTypeId: {{category: Test, provider: commands}}
+        configuration: {{Commands: "true"}}
+        inputArtifacts: [Code]
       - name: Later
         actionTypeId: {{category: Test, provider: commands}}
         runOrder: 2
@@ -668,6 +672,17 @@ stages:
     assert_eq!(slow["status"], "Succeeded");
     assert!(e["finishedAtMs"].as_i64().unwrap() >= slow["finishedAtMs"].as_i64().unwrap());
     assert!(slow["finishedAtMs"].as_i64().unwrap() > broken["finishedAtMs"].as_i64().unwrap());
+    // The sibling still waiting for a slot (the agent runs two at a time) never starts.
+    let queued = &action("Queued")["attempts"][0];
+    assert_eq!(queued["status"], "Abandoned", "{queued}");
+    assert!(queued["startedAtMs"].is_null());
+    assert!(
+        queued["error"]
+            .as_str()
+            .unwrap()
+            .contains("Test/Broken failed first"),
+        "{queued}"
+    );
     // Nothing after the failure started: not the next runOrder, not the next stage.
     assert!(action("Later")["attempts"].as_array().unwrap().is_empty());
     assert!(e["stages"][2]["status"].is_null());
