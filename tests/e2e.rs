@@ -935,3 +935,41 @@ fn a_controller_can_serve_the_operators_own_certificate() {
         "Succeeded"
     );
 }
+
+#[test]
+fn a_flood_of_log_output_is_capped_with_a_visible_marker() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let _agent = run_agent_with_args(&state, &["--max-log-bytes", "65536"]);
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.path().join("p.yaml");
+    std::fs::write(
+        &definition,
+        simple_pipeline(&repo, "yes flood | head -c 3000000; echo done"),
+    )
+    .unwrap();
+    ok(controller
+        .cli()
+        .args(["pipeline", "create"])
+        .arg(&definition));
+    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
+        .trim()
+        .to_string();
+    let e = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(e["status"], "Succeeded", "{e:#}");
+    let attempt = &e["stages"][1]["actions"][0]["attempts"][0];
+    let stored = attempt["log"]["storedLength"].as_i64().unwrap();
+    assert!((65536..70000).contains(&stored), "{stored}");
+    // What arrived is exactly what the agent sent, marker included: the log is whole.
+    assert_eq!(attempt["log"]["complete"], true);
+    let log = ok(controller
+        .cli()
+        .args(["logs", &id, "--action", "Build/Run"]));
+    assert!(
+        log.contains("[sluice] log truncated: this attempt wrote"),
+        "{}",
+        &log[log.len().saturating_sub(300)..]
+    );
+}

@@ -23,7 +23,11 @@ pub struct Executor {
     http: reqwest::Client,
     controller_url: String,
     work_dir: PathBuf,
+    max_log_bytes: u64,
 }
+
+/// Default cap on one attempt's log.
+pub const DEFAULT_MAX_LOG_BYTES: u64 = 100 << 20;
 
 impl Executor {
     /// An executor that makes workspaces under `work_dir`.
@@ -38,14 +42,27 @@ impl Executor {
             http,
             controller_url,
             work_dir,
+            max_log_bytes: DEFAULT_MAX_LOG_BYTES,
         }
+    }
+
+    /// Caps each attempt's log at `bytes`; output past it is dropped and a marker says
+    /// how much.
+    pub fn with_max_log_bytes(mut self, bytes: u64) -> Executor {
+        self.max_log_bytes = bytes;
+        self
     }
 
     /// Runs a job to the end and returns its `Finished` report. Log chunks go to `out`
     /// as they are produced.
     pub async fn run(&self, job: Job, out: mpsc::UnboundedSender<AgentMessage>) -> AgentMessage {
         let (log_tx, log_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let pump = tokio::spawn(pump_log(job.attempt.clone(), log_rx, out));
+        let pump = tokio::spawn(pump_log(
+            job.attempt.clone(),
+            log_rx,
+            out,
+            self.max_log_bytes,
+        ));
         let workspace = self
             .work_dir
             .join(format!("attempt-{}", job.attempt.attempt_id));
@@ -209,9 +226,11 @@ async fn pump_log(
     attempt: sluice_proto::AttemptRef,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     out: mpsc::UnboundedSender<AgentMessage>,
+    limit: u64,
 ) -> (u64, String) {
     let mut hasher = Sha256::new();
     let mut offset = 0u64;
+    let mut dropped = 0u64;
     // Bytes of an incomplete UTF-8 sequence carried to the next chunk.
     let mut carry: Vec<u8> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -224,16 +243,34 @@ async fn pump_log(
                 Err(_) => break,
             }
         }
+        // Past the cap the output is still drained (the plugin must never block on
+        // its log) but only counted.
+        let room = limit.saturating_sub(offset) as usize;
+        if bytes.len() > room {
+            dropped += (bytes.len() - room) as u64;
+            bytes.truncate(room);
+        }
         let valid_up_to = match std::str::from_utf8(&bytes) {
             Ok(_) => bytes.len(),
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(_) => bytes.len(),
         };
         carry = bytes.split_off(valid_up_to);
+        if dropped > 0 {
+            // A partial character at the cut is dropped with the rest.
+            dropped += carry.len() as u64;
+            carry.clear();
+        }
         send_text(&attempt, &bytes, &mut offset, &mut hasher, &out);
     }
     if !carry.is_empty() {
         send_text(&attempt, &carry, &mut offset, &mut hasher, &out);
+    }
+    if dropped > 0 {
+        let marker = format!(
+            "\n[sluice] log truncated: this attempt wrote {dropped} more bytes past the {limit}-byte limit; they were dropped\n"
+        );
+        send_text(&attempt, marker.as_bytes(), &mut offset, &mut hasher, &out);
     }
     (offset, hex::encode(hasher.finalize()))
 }
@@ -283,5 +320,38 @@ pub fn describe(outcome: &Outcome) -> String {
             )
         }
         Outcome::Failed { message } => format!("Failed: {message}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flood_of_output_is_capped_with_a_visible_marker() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel();
+        let attempt = sluice_proto::AttemptRef {
+            attempt_id: 1,
+            fencing_token: "t".into(),
+        };
+        for _ in 0..1000 {
+            tx.send(vec![b'y'; 1000]).unwrap();
+        }
+        drop(tx);
+        let (length, sha) = pump_log(attempt, rx, out_tx, 10_000).await;
+        let mut text = String::new();
+        while let Ok(AgentMessage::Log { data, offset, .. }) = out_rx.try_recv() {
+            assert_eq!(offset as usize, text.len());
+            text.push_str(&data);
+        }
+        assert_eq!(text.len() as u64, length);
+        assert_eq!(hex::encode(Sha256::digest(text.as_bytes())), sha);
+        assert!(text.starts_with(&"y".repeat(10_000)));
+        assert!(
+            text.ends_with("[sluice] log truncated: this attempt wrote 990000 more bytes past the 10000-byte limit; they were dropped\n"),
+            "{}",
+            &text[10_000..]
+        );
     }
 }

@@ -50,6 +50,9 @@ enum Command {
         /// Extra labels, k=v,k2=v2.
         #[arg(long, value_parser = sluice_proto::parse_labels, default_value = "")]
         labels: BTreeMap<String, String>,
+        /// Cap on one action's log, in bytes; output past it is dropped with a marker.
+        #[arg(long, default_value_t = sluice_agent::executor::DEFAULT_MAX_LOG_BYTES)]
+        max_log_bytes: u64,
     },
 }
 
@@ -107,11 +110,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             capacity,
             labels,
+            max_log_bytes,
         } => {
             sluice_agent::run(sluice_agent::Options {
                 state_dir,
                 capacity,
                 extra_labels: labels,
+                max_log_bytes,
             })
             .await?;
             Ok(())

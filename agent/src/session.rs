@@ -30,6 +30,8 @@ pub struct Options {
     pub capacity: u32,
     /// Labels added to those recorded at join.
     pub extra_labels: BTreeMap<String, String>,
+    /// Cap on one attempt's log, in bytes.
+    pub max_log_bytes: u64,
 }
 
 /// Why an agent stopped.
@@ -110,7 +112,8 @@ pub async fn run(options: Options) -> Result<(), AgentError> {
             state.http_client()?,
             identity.controller_url.clone(),
             work_dir,
-        ),
+        )
+        .with_max_log_bytes(options.max_log_bytes),
     });
     let mut labels = identity.labels.clone();
     labels.extend(options.extra_labels.clone());

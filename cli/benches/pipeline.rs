@@ -321,6 +321,7 @@ async fn bench() -> anyhow::Result<()> {
         state_dir: agent_state,
         capacity: CAPACITY,
         extra_labels: BTreeMap::new(),
+        max_log_bytes: sluice_agent::executor::DEFAULT_MAX_LOG_BYTES,
     }));
 
     let engine: Arc<Engine> = controller.engine().clone();

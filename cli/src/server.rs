@@ -316,6 +316,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
         state_dir: agent_state,
         capacity: args.capacity,
         extra_labels: BTreeMap::new(),
+        max_log_bytes: sluice_agent::executor::DEFAULT_MAX_LOG_BYTES,
     }));
 
     let project = data_dir.join("sample-project");

@@ -298,11 +298,19 @@ pub fn run_agent(state_dir: &Path, capacity: u32) -> Process {
 
 /// Starts `sluice-agent run` with extra `--labels`.
 pub fn run_agent_with_labels(state_dir: &Path, capacity: u32, labels: &str) -> Process {
+    run_agent_with_args(
+        state_dir,
+        &["--capacity", &capacity.to_string(), "--labels", labels],
+    )
+}
+
+/// Starts `sluice-agent run` with the given extra arguments.
+pub fn run_agent_with_args(state_dir: &Path, args: &[&str]) -> Process {
     let mut cmd = sluice_agent();
     cmd.arg("run")
         .arg("--state-dir")
         .arg(state_dir)
-        .args(["--capacity", &capacity.to_string(), "--labels", labels])
+        .args(args)
         .env("SLUICE_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
