@@ -933,7 +933,7 @@ fn builtin_manifests_are_what_the_executor_expects() {
     assert!(host.find("Source", "directory", "1").is_some());
     assert!(host.find("Build", "commands", "2").is_none());
     assert!(host.find("Approval", "commands", "1").is_none());
-    assert_eq!(sluice_agent::builtin::all().len(), 4);
+    assert_eq!(sluice_agent::builtin::all().len(), 5);
     assert!(
         sluice_agent::builtin::all()
             .iter()

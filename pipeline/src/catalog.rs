@@ -63,6 +63,8 @@ const BUILTIN: &[(Category, &str, Count, Count)] = &[
     (Category::Source, "directory", (0, 0), (1, 1)),
     (Category::Build, "commands", (1, 5), (0, 5)),
     (Category::Test, "commands", (1, 5), (0, 5)),
+    (Category::Build, "buildspec", (1, 5), (0, 5)),
+    (Category::Test, "buildspec", (1, 5), (0, 5)),
     (Category::Deploy, "directory", (1, 1), (0, 0)),
 ];
 

@@ -33,7 +33,8 @@ fn invalid_definition_reports_every_rule() {
             r#"stages[1].actions[1].name: duplicate action name "Compile", already used by an earlier action in this stage; action names must be unique within a stage (line 20)"#,
             "stages[1].actions[1].actionTypeId: unknown provider Build/AWS/CodeBuild version 1; \
              available: Source/Sluice/git@1, Source/Sluice/directory@1, Build/Sluice/commands@1, \
-             Test/Sluice/commands@1, Deploy/Sluice/directory@1 (line 21)",
+             Test/Sluice/commands@1, Build/Sluice/buildspec@1, Test/Sluice/buildspec@1, \
+             Deploy/Sluice/directory@1 (line 21)",
             "stages[1].actions[1].configuration.ThisKeyIsFarTooLongToBeAcceptedAsAConfigurationKeyName: \
              configuration keys must have 1 to 50 characters, this one has 54 (line 23)",
             r#"stages[2].name: duplicate stage name "Build", already used by an earlier stage; stage names must be unique (line 24)"#,
