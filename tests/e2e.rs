@@ -79,14 +79,9 @@ fn three_stage_pipeline_runs_on_two_agents() {
     let deploy = dir.path().join("deployed");
     let definition = dir.path().join("pipeline.yaml");
     std::fs::write(&definition, pipeline_yaml(&repo, &deploy)).unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
+    controller.create_pipeline(&definition);
 
-    let id = ok(controller.cli().args(["pipeline", "start", "e2e"]))
-        .trim()
-        .to_string();
+    let id = controller.start_pipeline("e2e");
     let execution = controller.wait_finished(&id, Duration::from_secs(120));
     assert_eq!(execution["status"], "Succeeded", "{execution:#}");
 
@@ -373,6 +368,14 @@ stages:
     );
 }
 
+/// Makes a one-file git repository and creates the `simple` pipeline over it.
+fn create_simple_pipeline(controller: &Controller, dir: &std::path::Path, commands: &str) {
+    let repo = git_repo(&dir.join("repo"), &[("a.txt", "a\n")]);
+    let definition = dir.join("p.yaml");
+    std::fs::write(&definition, simple_pipeline(&repo, commands)).unwrap();
+    controller.create_pipeline(&definition);
+}
+
 fn simple_pipeline(repo: &std::path::Path, commands: &str) -> String {
     format!(
         r#"
@@ -404,16 +407,8 @@ fn a_controller_restarted_between_two_executions_keeps_both() {
     let state = dir.path().join("agent");
     controller.join_agent(&state, "");
     let _agent = run_agent(&state, 1);
-    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
-    let definition = dir.path().join("p.yaml");
-    std::fs::write(&definition, simple_pipeline(&repo, "cat a.txt")).unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let first = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    create_simple_pipeline(&controller, dir.path(), "cat a.txt");
+    let first = controller.start_pipeline("simple");
     assert_eq!(
         controller.wait_finished(&first, Duration::from_secs(60))["status"],
         "Succeeded"
@@ -422,9 +417,7 @@ fn a_controller_restarted_between_two_executions_keeps_both() {
     controller.kill();
     let controller = Controller::start(dir.path(), port, &["--heartbeat-interval", "500ms"]);
     // The agent reconnects by itself.
-    let second = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    let second = controller.start_pipeline("simple");
     assert_eq!(
         controller.wait_finished(&second, Duration::from_secs(60))["status"],
         "Succeeded"
@@ -460,20 +453,8 @@ fn an_agent_killed_mid_action_makes_the_action_fail_as_lost() {
     let state = dir.path().join("agent");
     controller.join_agent(&state, "");
     let mut agent = run_agent(&state, 1);
-    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
-    let definition = dir.path().join("p.yaml");
-    std::fs::write(
-        &definition,
-        simple_pipeline(&repo, "echo started; sleep 60"),
-    )
-    .unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    create_simple_pipeline(&controller, dir.path(), "echo started; sleep 60");
+    let id = controller.start_pipeline("simple");
 
     wait_for("the build action to start", Duration::from_secs(60), || {
         let e = controller.execution(&id);
@@ -513,13 +494,8 @@ fn an_action_no_agent_can_run_says_why_it_waits_and_runs_once_one_joins() {
     );
     assert!(yaml.contains("os: windows"));
     std::fs::write(&definition, yaml).unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    controller.create_pipeline(&definition);
+    let id = controller.start_pipeline("simple");
     let summary = wait_for(
         "the build's waiting reason",
         Duration::from_secs(30),
@@ -620,13 +596,8 @@ stages:
         ),
     )
     .unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "siblings"]))
-        .trim()
-        .to_string();
+    controller.create_pipeline(&definition);
+    let id = controller.start_pipeline("siblings");
     // Follow the logs while the execution runs; the follower ends when the actions do.
     let mut follower = controller
         .cli()
@@ -741,16 +712,8 @@ fn a_report_with_a_stale_fencing_token_is_refused_and_changes_nothing() {
     let controller = Controller::start(dir.path(), 0, &[]);
     let state = dir.path().join("agent");
     controller.join_agent(&state, "");
-    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
-    let definition = dir.path().join("p.yaml");
-    std::fs::write(&definition, simple_pipeline(&repo, "true")).unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    create_simple_pipeline(&controller, dir.path(), "true");
+    let id = controller.start_pipeline("simple");
 
     let tls = sluice_agent::StateDir::new(&state).tls_config().unwrap();
     let port = controller.port;
@@ -920,16 +883,8 @@ fn a_controller_can_serve_the_operators_own_certificate() {
     assert!(output.status.success(), "{stderr}");
     let _agent = run_agent(&dir.path().join("agent-b"), 1);
 
-    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
-    let definition = dir.path().join("p.yaml");
-    std::fs::write(&definition, simple_pipeline(&repo, "cat a.txt")).unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    create_simple_pipeline(&controller, dir.path(), "cat a.txt");
+    let id = controller.start_pipeline("simple");
     assert_eq!(
         controller.wait_finished(&id, Duration::from_secs(60))["status"],
         "Succeeded"
@@ -943,20 +898,12 @@ fn a_flood_of_log_output_is_capped_with_a_visible_marker() {
     let state = dir.path().join("agent");
     controller.join_agent(&state, "");
     let _agent = run_agent_with_args(&state, &["--max-log-bytes", "65536"]);
-    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
-    let definition = dir.path().join("p.yaml");
-    std::fs::write(
-        &definition,
-        simple_pipeline(&repo, "yes flood | head -c 3000000; echo done"),
-    )
-    .unwrap();
-    ok(controller
-        .cli()
-        .args(["pipeline", "create"])
-        .arg(&definition));
-    let id = ok(controller.cli().args(["pipeline", "start", "simple"]))
-        .trim()
-        .to_string();
+    create_simple_pipeline(
+        &controller,
+        dir.path(),
+        "yes flood | head -c 3000000; echo done",
+    );
+    let id = controller.start_pipeline("simple");
     let e = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(e["status"], "Succeeded", "{e:#}");
     let attempt = &e["stages"][1]["actions"][0]["attempts"][0];

@@ -1,8 +1,10 @@
 //! The `build-buildspec` plugin against real buildspecs, run through the real plugin
 //! host and a real shell.
 
+mod common;
+use common::{failed, succeeded, tree};
+
 use sluice_agent::plugin_host::{LoadedPlugin, PluginHost, RunOutcome, RunRequest};
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -81,47 +83,6 @@ async fn run(request: RunRequest) -> (RunOutcome, String) {
         log.extend_from_slice(&chunk);
     }
     (outcome, String::from_utf8_lossy(&log).into_owned())
-}
-
-fn succeeded(outcome: RunOutcome, log: &str) -> (String, BTreeMap<String, String>) {
-    match outcome {
-        RunOutcome::Succeeded {
-            summary,
-            output_variables,
-        } => (summary, output_variables),
-        RunOutcome::Failed { message } => panic!("action failed: {message}\nlog:\n{log}"),
-    }
-}
-
-fn failed(outcome: RunOutcome, log: &str) -> String {
-    match outcome {
-        RunOutcome::Failed { message } => message,
-        other => panic!("action should have failed: {other:?}\nlog:\n{log}"),
-    }
-}
-
-/// Relative paths of everything under `dir`, sorted (directories end in `/`).
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            if path.is_dir() {
-                out.push(format!("{rel}/"));
-                walk(root, &path, out);
-            } else {
-                out.push(rel);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 #[tokio::test]

@@ -2,8 +2,10 @@
 //! processes. The `test-probe` plugin (plugins/test-probe, built but not embedded)
 //! misbehaves on request to exercise the sandbox.
 
+mod common;
+use common::{failed, succeeded, tree};
+
 use sluice_agent::plugin_host::{LoadSource, LoadedPlugin, PluginHost, RunOutcome, RunRequest};
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -110,23 +112,6 @@ async fn run(plugin: &LoadedPlugin, request: RunRequest) -> (RunOutcome, String)
     (outcome, String::from_utf8_lossy(&log).into_owned())
 }
 
-fn succeeded(outcome: RunOutcome, log: &str) -> (String, BTreeMap<String, String>) {
-    match outcome {
-        RunOutcome::Succeeded {
-            summary,
-            output_variables,
-        } => (summary, output_variables),
-        RunOutcome::Failed { message } => panic!("action failed: {message}\nlog:\n{log}"),
-    }
-}
-
-fn failed(outcome: RunOutcome, log: &str) -> String {
-    match outcome {
-        RunOutcome::Failed { message } => message,
-        other => panic!("action should have failed: {other:?}\nlog:\n{log}"),
-    }
-}
-
 fn sh(cwd: &Path, script: &str) -> String {
     let out = Command::new("sh")
         .args(["-e", "-c", script])
@@ -153,30 +138,6 @@ fn mode(path: &Path) -> u32 {
         .permissions()
         .mode()
         & 0o777
-}
-
-/// Relative paths of everything under `dir`, sorted.
-fn tree(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for entry in std::fs::read_dir(dir).expect("read_dir") {
-            let entry = entry.expect("entry");
-            let path = entry.path();
-            let rel = path
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            let is_dir = entry.file_type().expect("type").is_dir();
-            out.push(if is_dir { format!("{rel}/") } else { rel });
-            if is_dir {
-                walk(root, &path, out);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 /// A git repository with two commits on `main`; the second changes a file, deletes

@@ -263,6 +263,18 @@ impl Controller {
             .arg(state_dir));
     }
 
+    /// `sluice pipeline create FILE`, which must succeed.
+    pub fn create_pipeline(&self, definition: &Path) {
+        ok(self.cli().args(["pipeline", "create"]).arg(definition));
+    }
+
+    /// `sluice pipeline start NAME`; returns the execution id.
+    pub fn start_pipeline(&self, name: &str) -> String {
+        ok(self.cli().args(["pipeline", "start", name]))
+            .trim()
+            .to_string()
+    }
+
     /// The execution, as `sluice execution get -o json` shows it.
     pub fn execution(&self, id: &str) -> Value {
         self.json(&["execution", "get", id])
