@@ -659,6 +659,109 @@ async fn the_guest_sees_only_its_workspace() {
     );
 }
 
+/// An input artifact may carry symlinks (artifacts keep them). Links that point out of
+/// the workspace must not let the guest read what they point at.
+#[tokio::test]
+async fn symlinks_planted_in_an_input_artifact_do_not_escape_the_workspace() {
+    let ws = Workspace::new();
+    let evil = ws.input("Evil");
+    let outside = tempfile::tempdir().expect("tempdir");
+    std::fs::write(outside.path().join("secret.txt"), "top secret").expect("write");
+    std::os::unix::fs::symlink("/etc/passwd", evil.join("absolute")).expect("symlink");
+    std::os::unix::fs::symlink(outside.path().join("secret.txt"), evil.join("to-secret"))
+        .expect("symlink");
+    std::os::unix::fs::symlink("../../..", evil.join("up")).expect("symlink");
+    std::fs::write(evil.join("fine.txt"), "inside").expect("write");
+    for path in [
+        "/workspace/inputs/Evil/absolute",
+        "/workspace/inputs/Evil/to-secret",
+        "/workspace/inputs/Evil/up/etc/passwd",
+    ] {
+        let request = ws.request("Invoke", &[("Mode", "read"), ("Cwd", path)], &["Evil"], &[]);
+        let (outcome, log) = run(&probe(), request).await;
+        let message = failed(outcome, &log);
+        assert!(
+            message.starts_with(&format!("cannot read {path}:")),
+            "{message}"
+        );
+    }
+    // A file inside the workspace still reads fine.
+    let request = ws.request(
+        "Invoke",
+        &[("Mode", "read"), ("Cwd", "/workspace/inputs/Evil/fine.txt")],
+        &["Evil"],
+        &[],
+    );
+    let (outcome, log) = run(&probe(), request).await;
+    assert_eq!(succeeded(outcome, &log).0, "read 6 bytes");
+}
+
+/// Cancelling an action (dropping its run, as the agent does on Cancel) kills the
+/// programs it started, with their whole process group.
+#[tokio::test]
+async fn cancelling_a_run_kills_its_process_group() {
+    let ws = Workspace::new();
+    let marker = format!("sluice-cancel-{}", std::process::id());
+    let request = ws.request(
+        "Build",
+        &[(
+            "Commands",
+            &format!("echo started; sh -c 'sleep 30; echo {marker}' & sleep 30"),
+        )],
+        &["Src"],
+        &[],
+    );
+    ws.input("Src");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let plugin = plugin("Build", "commands");
+    let task = tokio::spawn(async move { host().run(&plugin, request, tx).await });
+    // Wait until the commands are running.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        match tokio::time::timeout(Duration::from_secs(30), rx.recv()).await {
+            Ok(Some(chunk)) => seen.extend_from_slice(&chunk),
+            other => panic!("the commands never started: {other:?}"),
+        }
+    }
+    let shells = processes_with_arg(&marker);
+    assert!(!shells.is_empty(), "the background shell should be running");
+    task.abort();
+    let _ = task.await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !processes_with_arg(&marker).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes survived the cancel: {:?}",
+            processes_with_arg(&marker)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Pids of live processes whose command line mentions `needle`.
+fn processes_with_arg(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let zombie = status
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'));
+        if !zombie
+            && String::from_utf8_lossy(&cmdline).contains(needle)
+            && pid != std::process::id()
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
 #[tokio::test]
 async fn a_panic_a_busy_loop_an_exit_and_a_memory_hog_fail_the_action_only() {
     let run_probe = |mode: &str, timeout: Duration| {
