@@ -337,14 +337,11 @@ impl Engine {
                         "not started: action {}/{} failed first",
                         stage.name, first.action_name
                     );
-                    self.store.finish_attempt(
+                    self.store.end_attempt(
                         waiting.id,
                         &waiting.fencing_token,
                         "Abandoned",
-                        None,
-                        Some(&reason),
-                        &BTreeMap::new(),
-                        &[],
+                        &reason,
                     )?;
                 }
                 let in_flight = latest
@@ -434,15 +431,7 @@ impl Engine {
         })?;
         self.emit(Event::Execution(execution.id.clone()));
         if let Some(problem) = problem {
-            self.store.finish_attempt(
-                id,
-                &token,
-                "Failed",
-                None,
-                Some(&problem),
-                &BTreeMap::new(),
-                &[],
-            )?;
+            self.store.end_attempt(id, &token, "Failed", &problem)?;
             return Ok(true);
         }
         self.enqueue_existing(st, &self.store.attempt(id)?)
@@ -463,15 +452,8 @@ impl Engine {
         let inputs = match self.input_refs(&execution.id, action) {
             Ok(inputs) => inputs,
             Err(problem) => {
-                self.store.finish_attempt(
-                    attempt.id,
-                    &attempt.fencing_token,
-                    "Failed",
-                    None,
-                    Some(&problem),
-                    &BTreeMap::new(),
-                    &[],
-                )?;
+                self.store
+                    .end_attempt(attempt.id, &attempt.fencing_token, "Failed", &problem)?;
                 return Ok(true);
             }
         };
@@ -1176,15 +1158,7 @@ impl Engine {
         execution_id: &str,
         message: &str,
     ) -> Result<()> {
-        if self.store.finish_attempt(
-            id,
-            token,
-            "Failed",
-            None,
-            Some(message),
-            &BTreeMap::new(),
-            &[],
-        )? {
+        if self.store.end_attempt(id, token, "Failed", message)? {
             tracing::warn!(attempt = id, message, "Action attempt failed.");
             if let Some(row) = self.store.log(id)? {
                 self.store.finish_log(id, row.stored_length, "", false)?;

@@ -675,6 +675,12 @@ impl Store {
         Ok(true)
     }
 
+    /// Ends an open attempt without a result: Failed or Abandoned, with the reason.
+    /// Returns whether it applied.
+    pub fn end_attempt(&self, id: i64, token: &str, status: &str, reason: &str) -> Result<bool> {
+        self.finish_attempt(id, token, status, None, Some(reason), &BTreeMap::new(), &[])
+    }
+
     /// Renews the leases of the listed attempts if `agent_id` holds them, and the
     /// agent's heartbeat time.
     pub fn renew_leases(
