@@ -2,7 +2,6 @@
 //! unpacked, the plugin run in its sandbox with its log streamed to the controller,
 //! output artifacts packed and uploaded, and a `Finished` report built.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -301,24 +300,18 @@ fn send_text(
     }
 }
 
-/// Output variables and artifacts of a report, for logging.
+/// One line about a report, for the agent's own log.
 pub fn describe(outcome: &Outcome) -> String {
     match outcome {
         Outcome::Succeeded {
             artifacts,
             output_variables,
             ..
-        } => {
-            let names: BTreeMap<&str, &str> = artifacts
-                .iter()
-                .map(|a| (a.name.as_str(), a.sha256.as_str()))
-                .collect();
-            format!(
-                "Succeeded ({} artifacts, {} variables)",
-                names.len(),
-                output_variables.len()
-            )
-        }
+        } => format!(
+            "Succeeded ({} artifacts, {} variables)",
+            artifacts.len(),
+            output_variables.len()
+        ),
         Outcome::Failed { message } => format!("Failed: {message}"),
     }
 }

@@ -11,7 +11,6 @@
 //! stage once its in-flight siblings finish, and a failed stage fails the execution.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -1252,11 +1251,6 @@ impl Engine {
             .iter()
             .map(|(id, s)| (id.clone(), s.held.len()))
             .collect()
-    }
-
-    /// The root of the log files.
-    pub fn log_path(&self, execution_id: &str, attempt_id: i64) -> PathBuf {
-        self.logs.path(execution_id, attempt_id)
     }
 }
 

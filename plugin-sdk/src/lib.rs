@@ -173,6 +173,30 @@ pub fn last_line_suffix(text: &str) -> String {
     }
 }
 
+/// Normalises a path from the configuration key `key` that must be relative to the
+/// source directory (`./a//b/` → `a/b`, empty → `.`), refusing absolute paths and `..`
+/// with an error that names the key.
+pub fn relative_path(key: &str, path: &str) -> Result<String, ActionError> {
+    if path.starts_with('/') {
+        return Err(ActionError::InvalidConfig(format!(
+            "{key}: {path:?} must be relative to the source directory"
+        )));
+    }
+    let parts: Vec<&str> = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    if parts.contains(&"..") {
+        return Err(ActionError::InvalidConfig(format!(
+            "{key}: {path:?} must stay inside the source directory (no '..')"
+        )));
+    }
+    if parts.is_empty() {
+        return Ok(".".to_string());
+    }
+    Ok(parts.join("/"))
+}
+
 /// Sets an output variable of the action, visible to later actions as
 /// `#{Namespace.Name}`. Names are 1–128 characters of `A-Z a-z 0-9 _ -`; a value is at
 /// most 100 KiB, and all of an action's variables together at most 122,880 bytes.

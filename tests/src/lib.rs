@@ -329,11 +329,6 @@ pub fn run_agent_with_args(state_dir: &Path, args: &[&str]) -> Process {
     Process::spawn(&mut cmd)
 }
 
-/// Starts `sluice-agent run` and keeps its stderr for inspection after it exits.
-pub fn run_agent_expecting_exit(state_dir: &Path) -> Process {
-    run_agent(state_dir, 1)
-}
-
 /// Makes a git repository with a `main` branch and the given files committed.
 pub fn git_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();

@@ -158,7 +158,8 @@ fn load_buildspec(ctx: &Context, src: &str) -> Result<(String, String), ActionEr
         return Ok((inline.to_string(), "the inline Buildspec".to_string()));
     }
     let configured = ctx.config("BuildspecPath").map(str::trim);
-    let rel = relative_path("BuildspecPath", configured.unwrap_or("buildspec.yml"))?;
+    let rel =
+        sluice_plugin_sdk::relative_path("BuildspecPath", configured.unwrap_or("buildspec.yml"))?;
     let mut candidates = vec![rel.clone()];
     if configured.is_none() {
         candidates.push("buildspec.yaml".to_string());
@@ -446,9 +447,10 @@ fn parse_files_spec(y: &Yaml, path: &str) -> Result<ArtifactSpec, ActionError> {
         return Err(invalid(format!("buildspec: {path}.files is required")));
     }
     let base = match scalar(&y["base-directory"]) {
-        Some(b) if !b.trim().is_empty() => {
-            Some(relative_path(&format!("{path}.base-directory"), &b)?)
-        }
+        Some(b) if !b.trim().is_empty() => Some(sluice_plugin_sdk::relative_path(
+            &format!("{path}.base-directory"),
+            &b,
+        )?),
         _ => None,
     };
     let exclude = strings(&y["exclude-paths"], &format!("{path}.exclude-paths"))?;
@@ -949,28 +951,6 @@ fn strip_between(text: &str, open: &str, close: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Normalises a relative path (`./a//b/` → `a/b`), refusing absolute paths and `..`.
-fn relative_path(key: &str, p: &str) -> Result<String, ActionError> {
-    if p.starts_with('/') {
-        return Err(invalid(format!(
-            "{key}: {p:?} must be relative to the source directory"
-        )));
-    }
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err(invalid(format!(
-            "{key}: {p:?} must stay inside the source directory (no '..')"
-        )));
-    }
-    if parts.is_empty() {
-        return Ok(".".to_string());
-    }
-    Ok(parts.join("/"))
 }
 
 export_plugin!(BuildBuildspec);

@@ -23,7 +23,7 @@ impl Guest for BuildCommands {
         };
         let workdir = match ctx.config("WorkingDirectory") {
             Some(dir) => {
-                let dir = relative_path("WorkingDirectory", dir)?;
+                let dir = sluice_plugin_sdk::relative_path("WorkingDirectory", dir)?;
                 format!("{src}/{dir}")
             }
             None => src.clone(),
@@ -96,34 +96,12 @@ fn parse_output_paths(raw: &str) -> Result<Vec<String>, ActionError> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
     {
-        let p = relative_path("OutputPaths", p)?;
+        let p = sluice_plugin_sdk::relative_path("OutputPaths", p)?;
         if !paths.contains(&p) {
             paths.push(p);
         }
     }
     Ok(paths)
-}
-
-/// Normalises a relative path (`./a//b/` → `a/b`), refusing absolute paths and `..`.
-fn relative_path(key: &str, p: &str) -> Result<String, ActionError> {
-    if p.starts_with('/') {
-        return Err(ActionError::InvalidConfig(format!(
-            "{key}: {p:?} must be relative to the source directory"
-        )));
-    }
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .collect();
-    if parts.contains(&"..") {
-        return Err(ActionError::InvalidConfig(format!(
-            "{key}: {p:?} must stay inside the source directory (no '..')"
-        )));
-    }
-    if parts.is_empty() {
-        return Ok(".".to_string());
-    }
-    Ok(parts.join("/"))
 }
 
 export_plugin!(BuildCommands);
