@@ -779,6 +779,7 @@ fn a_report_with_a_stale_fencing_token_is_refused_and_changes_nothing() {
             },
             log_length: 0,
             log_sha256: String::new(),
+            tests: Vec::new(),
         }))
         .await
         .unwrap();
@@ -790,6 +791,7 @@ fn a_report_with_a_stale_fencing_token_is_refused_and_changes_nothing() {
             },
             log_length: 0,
             log_sha256: "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".into(),
+            tests: Vec::new(),
         }))
         .await
         .unwrap();

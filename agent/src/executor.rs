@@ -2,16 +2,18 @@
 //! unpacked, the plugin run in its sandbox with its log streamed to the controller,
 //! output artifacts packed and uploaded, and a `Finished` report built.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sluice_proto::{AgentMessage, ArtifactRef, Job, Outcome};
+use sluice_proto::{AgentMessage, ArtifactRef, Job, Outcome, PluginRef, TestCase};
 use tokio::sync::mpsc;
 
 use crate::artifacts;
-use crate::plugin_host::{PluginHost, RunOutcome, RunRequest};
+use crate::masking::{Masker, StreamMasker};
+use crate::plugin_host::{LoadedPlugin, Manifest, PluginHost, RunOutcome, RunRequest};
 
 /// Largest log chunk sent in one message.
 const LOG_CHUNK: usize = 64 * 1024;
@@ -19,6 +21,9 @@ const LOG_CHUNK: usize = 64 * 1024;
 /// Runs attempts for one agent.
 pub struct Executor {
     host: Arc<PluginHost>,
+    /// Plugins fetched from the controller, by the sha256 of their component. Their
+    /// compiled form is also in the host's on-disk cache, so a restart only downloads.
+    fetched: Mutex<HashMap<String, Arc<LoadedPlugin>>>,
     http: reqwest::Client,
     controller_url: String,
     work_dir: PathBuf,
@@ -38,6 +43,7 @@ impl Executor {
     ) -> Executor {
         Executor {
             host,
+            fetched: Mutex::new(HashMap::new()),
             http,
             controller_url,
             work_dir,
@@ -55,17 +61,20 @@ impl Executor {
     /// Runs a job to the end and returns its `Finished` report. Log chunks go to `out`
     /// as they are produced.
     pub async fn run(&self, job: Job, out: mpsc::UnboundedSender<AgentMessage>) -> AgentMessage {
+        let masker = Masker::new(job.secrets.values().map(String::as_str));
         let (log_tx, log_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let pump = tokio::spawn(pump_log(
             job.attempt.clone(),
             log_rx,
             out,
             self.max_log_bytes,
+            masker.stream(),
         ));
         let workspace = self
             .work_dir
             .join(format!("attempt-{}", job.attempt.attempt_id));
-        let outcome = self.execute(&job, &workspace, &log_tx).await;
+        let (outcome, tests) = self.execute(&job, &workspace, &log_tx).await;
+        let outcome = mask_outcome(&masker, outcome);
         if let Outcome::Failed { message } = &outcome {
             let _ = log_tx.send(format!("\n[sluice] Action failed: {message}\n").into_bytes());
         }
@@ -83,7 +92,83 @@ impl Executor {
             outcome,
             log_length,
             log_sha256,
+            tests: tests
+                .into_iter()
+                .map(|case| mask_test_case(&masker, case))
+                .collect(),
         }
+    }
+
+    /// The plugin a job names: by digest from those built in or fetched before, else
+    /// downloaded from the controller, verified and compiled (or loaded from the
+    /// compiled cache), with the grants the job carries.
+    async fn plugin_for(
+        &self,
+        job: &Job,
+        workspace: &std::path::Path,
+    ) -> Result<LoadedPlugin, String> {
+        let Some(wanted) = &job.plugin else {
+            // A controller that names no plugin: pick a loaded one by action type.
+            let t = &job.action_type;
+            return self
+                .host
+                .find(&t.category, &t.provider, &t.version)
+                .map(|p| p.with_grants(p.grants.clone()))
+                .ok_or_else(|| {
+                    format!(
+                        "this agent has no plugin for {}/{}/{}@{}",
+                        t.category, t.owner, t.provider, t.version
+                    )
+                });
+        };
+        let known = self
+            .host
+            .by_digest(&wanted.sha256)
+            .or_else(|| lock(&self.fetched).get(&wanted.sha256).cloned());
+        let plugin = match known {
+            Some(p) => p,
+            None => self.fetch_plugin(wanted, workspace).await?,
+        };
+        Ok(plugin.with_grants(wanted.grants.clone()))
+    }
+
+    async fn fetch_plugin(
+        &self,
+        wanted: &PluginRef,
+        workspace: &std::path::Path,
+    ) -> Result<Arc<LoadedPlugin>, String> {
+        let manifest = Manifest::parse(&wanted.id, &wanted.manifest).map_err(|e| e.to_string())?;
+        let dir = workspace.join("downloads");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let file = dir.join(format!("{}.wasm", wanted.sha256));
+        let blob = ArtifactRef {
+            name: format!("plugin {}@{}", wanted.id, wanted.version),
+            sha256: wanted.sha256.clone(),
+            size: wanted.size,
+        };
+        artifacts::download(&self.http, &self.controller_url, &blob, &file)
+            .await
+            .map_err(|e| format!("fetching plugin {}@{}: {e}", wanted.id, wanted.version))?;
+        let wasm =
+            std::fs::read(&file).map_err(|e| format!("reading plugin {}: {e}", file.display()))?;
+        let _ = std::fs::remove_file(&file);
+        let host = self.host.clone();
+        let plugin = tokio::task::spawn_blocking(move || host.compile(manifest, &wasm))
+            .await
+            .map_err(|e| format!("compiling plugin {}: {e}", wanted.id))?
+            .map_err(|e| e.to_string())?;
+        if plugin.digest() != wanted.sha256 {
+            return Err(format!(
+                "plugin {} has digest {}, not {} as the controller said",
+                wanted.id,
+                plugin.digest(),
+                wanted.sha256
+            ));
+        }
+        let plugin = Arc::new(plugin);
+        lock(&self.fetched).insert(wanted.sha256.clone(), plugin.clone());
+        Ok(plugin)
     }
 
     async fn execute(
@@ -91,7 +176,7 @@ impl Executor {
         job: &Job,
         workspace: &std::path::Path,
         log: &mpsc::UnboundedSender<Vec<u8>>,
-    ) -> Outcome {
+    ) -> (Outcome, Vec<TestCase>) {
         let say = |line: String| {
             let _ = log.send(format!("[sluice] {line}\n").into_bytes());
         };
@@ -100,21 +185,22 @@ impl Executor {
             "{}/{} attempt {}: {} {}/{}@{}",
             job.stage, job.action, job.attempt_number, t.category, t.owner, t.provider, t.version
         ));
-        let Some(plugin) = self.host.find(&t.category, &t.provider, &t.version) else {
-            return failed(format!(
-                "this agent has no plugin for {}/{}/{}@{}",
-                t.category, t.owner, t.provider, t.version
-            ));
-        };
         if workspace.exists() {
             let _ = std::fs::remove_dir_all(workspace);
         }
+        let plugin = match self.plugin_for(job, workspace).await {
+            Ok(p) => p,
+            Err(message) => return (failed(message), Vec::new()),
+        };
         let downloads = workspace.join("downloads");
         if let Err(e) = std::fs::create_dir_all(&downloads) {
-            return failed(format!(
-                "cannot create the workspace {}: {e}",
-                workspace.display()
-            ));
+            return (
+                failed(format!(
+                    "cannot create the workspace {}: {e}",
+                    workspace.display()
+                )),
+                Vec::new(),
+            );
         }
         for input in &job.inputs {
             say(format!(
@@ -125,7 +211,7 @@ impl Executor {
             if let Err(e) =
                 artifacts::download(&self.http, &self.controller_url, input, &archive).await
             {
-                return failed(e.to_string());
+                return (failed(e.to_string()), Vec::new());
             }
             let dest = workspace.join("inputs").join(&input.name);
             let unpacked =
@@ -133,10 +219,12 @@ impl Executor {
             match unpacked {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
-                    return failed(format!("unpacking input artifact \"{}\": {e}", input.name));
+                    let message = format!("unpacking input artifact \"{}\": {e}", input.name);
+                    return (failed(message), Vec::new());
                 }
                 Err(e) => {
-                    return failed(format!("unpacking input artifact \"{}\": {e}", input.name));
+                    let message = format!("unpacking input artifact \"{}\": {e}", input.name);
+                    return (failed(message), Vec::new());
                 }
             }
         }
@@ -153,14 +241,25 @@ impl Executor {
             inputs: job.inputs.iter().map(|i| i.name.clone()).collect(),
             outputs: job.outputs.clone(),
             timeout: Duration::from_secs(job.timeout_secs.max(1)),
+            attempt: job.attempt_number,
+            variables: [
+                ("PipelineName", &job.pipeline),
+                ("PipelineExecutionId", &job.execution_id),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+            secrets: job.secrets.clone(),
         };
-        let (summary, output_variables) = match self.host.run(&plugin, request, log.clone()).await {
-            RunOutcome::Succeeded {
-                summary,
-                output_variables,
-            } => (summary, output_variables),
-            RunOutcome::Failed { message } => return failed(message),
-        };
+        let (summary, output_variables, tests) =
+            match self.host.run(&plugin, request, log.clone()).await {
+                RunOutcome::Succeeded {
+                    summary,
+                    output_variables,
+                    tests,
+                } => (summary, output_variables, tests),
+                RunOutcome::Failed { message, tests } => return (failed(message), tests),
+            };
 
         let mut uploaded = Vec::new();
         for name in &job.outputs {
@@ -172,15 +271,16 @@ impl Executor {
                     ));
                     uploaded.push(artifact);
                 }
-                Err(message) => return failed(message),
+                Err(message) => return (failed(message), tests),
             }
         }
         say(format!("Succeeded: {summary}"));
-        Outcome::Succeeded {
+        let outcome = Outcome::Succeeded {
             summary,
             output_variables,
             artifacts: uploaded,
-        }
+        };
+        (outcome, tests)
     }
 
     async fn pack_and_upload(
@@ -219,34 +319,102 @@ fn failed(message: String) -> Outcome {
     Outcome::Failed { message }
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The outcome with every secret masked: summary, message and output variables.
+fn mask_outcome(masker: &Masker, outcome: Outcome) -> Outcome {
+    if masker.is_empty() {
+        return outcome;
+    }
+    match outcome {
+        Outcome::Succeeded {
+            summary,
+            output_variables,
+            artifacts,
+        } => Outcome::Succeeded {
+            summary: masker.mask(&summary),
+            output_variables: output_variables
+                .into_iter()
+                .map(|(k, v)| (k, masker.mask(&v)))
+                .collect(),
+            artifacts,
+        },
+        Outcome::Failed { message } => Outcome::Failed {
+            message: masker.mask(&message),
+        },
+    }
+}
+
+fn mask_test_case(masker: &Masker, mut case: TestCase) -> TestCase {
+    if !masker.is_empty() {
+        case.name = masker.mask(&case.name);
+        case.message = case.message.map(|m| masker.mask(&m));
+        case.details = case.details.map(|d| masker.mask(&d));
+    }
+    case
+}
+
 /// Forwards log output as `Log` messages with byte offsets, and returns the total
-/// length and sha256 of exactly what was sent.
+/// length and sha256 of exactly what was sent. Secrets are masked first, so what is
+/// counted, hashed and sent never holds one.
 async fn pump_log(
     attempt: sluice_proto::AttemptRef,
     mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
     out: mpsc::UnboundedSender<AgentMessage>,
     limit: u64,
+    mut masker: StreamMasker,
 ) -> (u64, String) {
-    let mut hasher = Sha256::new();
-    let mut offset = 0u64;
-    let mut dropped = 0u64;
-    // Bytes of an incomplete UTF-8 sequence carried to the next chunk.
-    let mut carry: Vec<u8> = Vec::new();
-    while let Some(first) = rx.recv().await {
-        let mut bytes = std::mem::take(&mut carry);
-        bytes.extend_from_slice(&first);
+    let mut log = LogStream {
+        attempt,
+        out,
+        limit,
+        hasher: Sha256::new(),
+        offset: 0,
+        dropped: 0,
+        carry: Vec::new(),
+    };
+    while let Some(mut raw) = rx.recv().await {
         // Batch whatever else is already waiting, up to one chunk.
-        while bytes.len() < LOG_CHUNK {
+        while raw.len() < LOG_CHUNK {
             match rx.try_recv() {
-                Ok(more) => bytes.extend_from_slice(&more),
+                Ok(more) => raw.extend_from_slice(&more),
                 Err(_) => break,
             }
         }
+        log.push(masker.push(&raw));
+    }
+    log.push(masker.finish());
+    log.finish()
+}
+
+/// The attempt's log as it is sent: offsets, hash, the cap, and UTF-8 boundaries.
+struct LogStream {
+    attempt: sluice_proto::AttemptRef,
+    out: mpsc::UnboundedSender<AgentMessage>,
+    limit: u64,
+    hasher: Sha256,
+    offset: u64,
+    dropped: u64,
+    /// Bytes of an incomplete UTF-8 sequence carried to the next chunk.
+    carry: Vec<u8>,
+}
+
+impl LogStream {
+    fn push(&mut self, masked: Vec<u8>) {
+        if masked.is_empty() {
+            return;
+        }
+        let mut bytes = std::mem::take(&mut self.carry);
+        bytes.extend_from_slice(&masked);
         // Past the cap the output is still drained (the plugin must never block on
         // its log) but only counted.
-        let room = limit.saturating_sub(offset) as usize;
+        let room = self.limit.saturating_sub(self.offset) as usize;
         if bytes.len() > room {
-            dropped += (bytes.len() - room) as u64;
+            self.dropped += (bytes.len() - room) as u64;
             bytes.truncate(room);
         }
         let valid_up_to = match std::str::from_utf8(&bytes) {
@@ -254,24 +422,39 @@ async fn pump_log(
             Err(e) if e.error_len().is_none() => e.valid_up_to(),
             Err(_) => bytes.len(),
         };
-        carry = bytes.split_off(valid_up_to);
-        if dropped > 0 {
+        self.carry = bytes.split_off(valid_up_to);
+        if self.dropped > 0 {
             // A partial character at the cut is dropped with the rest.
-            dropped += carry.len() as u64;
-            carry.clear();
+            self.dropped += self.carry.len() as u64;
+            self.carry.clear();
         }
-        send_text(&attempt, &bytes, &mut offset, &mut hasher, &out);
+        self.send(&bytes);
     }
-    if !carry.is_empty() {
-        send_text(&attempt, &carry, &mut offset, &mut hasher, &out);
-    }
-    if dropped > 0 {
-        let marker = format!(
-            "\n[sluice] log truncated: this attempt wrote {dropped} more bytes past the {limit}-byte limit; they were dropped\n"
+
+    fn send(&mut self, bytes: &[u8]) {
+        send_text(
+            &self.attempt,
+            bytes,
+            &mut self.offset,
+            &mut self.hasher,
+            &self.out,
         );
-        send_text(&attempt, marker.as_bytes(), &mut offset, &mut hasher, &out);
     }
-    (offset, hex::encode(hasher.finalize()))
+
+    fn finish(mut self) -> (u64, String) {
+        let carry = std::mem::take(&mut self.carry);
+        if !carry.is_empty() {
+            self.send(&carry);
+        }
+        if self.dropped > 0 {
+            let marker = format!(
+                "\n[sluice] log truncated: this attempt wrote {} more bytes past the {}-byte limit; they were dropped\n",
+                self.dropped, self.limit
+            );
+            self.send(marker.as_bytes());
+        }
+        (self.offset, hex::encode(self.hasher.finalize()))
+    }
 }
 
 fn send_text(
@@ -332,7 +515,7 @@ mod tests {
             tx.send(vec![b'y'; 1000]).unwrap();
         }
         drop(tx);
-        let (length, sha) = pump_log(attempt, rx, out_tx, 10_000).await;
+        let (length, sha) = pump_log(attempt, rx, out_tx, 10_000, Masker::new([]).stream()).await;
         let mut text = String::new();
         while let Ok(AgentMessage::Log { data, offset, .. }) = out_rx.try_recv() {
             assert_eq!(offset as usize, text.len());

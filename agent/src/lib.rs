@@ -15,6 +15,7 @@ pub mod artifacts;
 pub mod builtin;
 pub mod client;
 pub mod executor;
+pub mod masking;
 pub mod plugin_host;
 pub mod session;
 

@@ -370,6 +370,7 @@ fn handle(shared: &Arc<Shared>, message: ControllerMessage) {
                     },
                     log_length: 0,
                     log_sha256: String::new(),
+                    tests: Vec::new(),
                 };
                 lock(&shared.outbox).insert(attempt_id, finished.clone());
                 let _ = shared.out_tx.send(finished);

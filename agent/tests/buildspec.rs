@@ -64,6 +64,7 @@ impl Workspace {
             inputs: inputs.iter().map(|s| s.to_string()).collect(),
             outputs: outputs.iter().map(|s| s.to_string()).collect(),
             timeout: Duration::from_secs(60),
+            ..Default::default()
         }
     }
 

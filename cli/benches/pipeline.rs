@@ -292,6 +292,10 @@ async fn bench() -> anyhow::Result<()> {
         tls_cert_and_key: None,
         tls_names: Vec::new(),
         settings: Settings::default(),
+        builtin_plugins: sluice_agent::builtin::all()
+            .iter()
+            .map(|b| (b.manifest, b.wasm))
+            .collect(),
     })
     .await
     .context("cannot start the controller")?;

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 /// Exit codes (documented in the README).
 pub mod exit {
+    /// It worked.
+    pub const OK: u8 = 0;
     /// A request failed or the controller could not be reached.
     pub const ERROR: u8 = 1;
     /// The definition is invalid.
@@ -298,6 +300,21 @@ impl Api {
             .await?
             .json()
             .await?)
+    }
+
+    /// A request whose answer has no body (204), with an optional JSON body.
+    pub async fn send_empty(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        self.send(request).await?;
+        Ok(())
     }
 
     /// POST or PUT of a text body, returning JSON.

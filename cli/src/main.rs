@@ -2,6 +2,8 @@
 
 mod client;
 mod commands;
+mod plugins;
+mod scaffold;
 mod server;
 mod show;
 
@@ -19,9 +21,9 @@ use client::ConnectArgs;
 struct Cli {
     #[command(flatten)]
     connect: ConnectArgs,
-    /// Output format.
+    /// Output format: text for people, json for scripts.
     #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Text)]
-    output: Output,
+    format: Output,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,6 +67,139 @@ enum Command {
     /// Manage agents.
     #[command(subcommand)]
     Agent(AgentCommand),
+    /// Install, grant and remove plugins; write and run your own.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Manage secrets (encrypted at rest; values are never shown).
+    #[command(subcommand)]
+    Secret(SecretCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Install a plugin: shows what it asks for and records what you grant.
+    Install {
+        /// The WASM component (built for wasm32-wasip2).
+        file: PathBuf,
+        /// Its plugin.toml (default: beside the file, or in the current directory).
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// A capability to grant, KIND:NAME (program:git, host:hooks.example.com,
+        /// secret:DEPLOY_TOKEN, env:HTTPS_PROXY); repeat for more.
+        #[arg(long = "grant", value_name = "KIND:NAME")]
+        grants: Vec<sluice_pipeline::manifest::Grant>,
+        /// Grant everything the plugin asks for by name.
+        #[arg(long)]
+        grant_all: bool,
+    },
+    /// List installed plugins (built-in ones too) with their grants.
+    List,
+    /// Show a plugin's versions, what each asks for, its grants and configuration.
+    Show {
+        /// Plugin id.
+        id: String,
+    },
+    /// Remove an installed plugin version (refused while a pipeline uses it).
+    Remove {
+        /// Plugin id.
+        id: String,
+        /// Which version (needed when several are installed).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Grant a plugin more capabilities.
+    Grant {
+        /// Plugin id.
+        id: String,
+        /// KIND:NAME, e.g. host:hooks.example.com or secret:DEPLOY_TOKEN.
+        #[arg(required = true, value_name = "KIND:NAME")]
+        grants: Vec<sluice_pipeline::manifest::Grant>,
+        /// Which version (needed when several are installed).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Take capabilities back (refused while a pipeline needs them).
+    Revoke {
+        /// Plugin id.
+        id: String,
+        /// KIND:NAME.
+        #[arg(required = true, value_name = "KIND:NAME")]
+        grants: Vec<sluice_pipeline::manifest::Grant>,
+        /// Which version (needed when several are installed).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Write a new plugin project that builds as it is.
+    New {
+        /// The plugin id (lowercase letters, digits and '-'); also the folder name.
+        name: String,
+        /// The category it serves.
+        #[arg(long, value_enum, default_value_t = scaffold::Category::Build)]
+        category: scaffold::Category,
+        /// Where to create the folder (default: the current directory).
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Run a plugin locally against folders, in the same sandbox an agent uses.
+    Run {
+        /// A plugin project folder, a .wasm file, or a built-in plugin id.
+        plugin: String,
+        /// Its plugin.toml, for a .wasm file elsewhere.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// The category to run as (default: the first the plugin serves).
+        #[arg(long)]
+        category: Option<String>,
+        /// A configuration value, KEY=value; repeat for more.
+        #[arg(long = "config", value_name = "KEY=VALUE", value_parser = plugins::key_value)]
+        config: Vec<(String, String)>,
+        /// An input artifact, NAME=DIR; repeat for more (the first is the primary one).
+        #[arg(long = "input", value_name = "NAME=DIR", value_parser = plugins::named_dir)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Where to copy the output artifact(s) when the run succeeds.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Output artifact names (default: one, called Output, if --output is given).
+        #[arg(long = "output-name", value_name = "NAME")]
+        outputs: Vec<String>,
+        /// Grant a capability the plugin asks for with "*", KIND:NAME.
+        #[arg(long = "grant", value_name = "KIND:NAME")]
+        grants: Vec<sluice_pipeline::manifest::Grant>,
+        /// A secret value for the run, NAME=VALUE (masked in everything printed).
+        #[arg(long = "secret", value_name = "NAME=VALUE", value_parser = plugins::key_value)]
+        secrets: Vec<(String, String)>,
+        /// The action timeout.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Run the source plugin's check instead: list revisions newer than --last.
+        #[arg(long)]
+        check: bool,
+        /// With --check: the last revision seen.
+        #[arg(long)]
+        last: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SecretCommand {
+    /// Set a secret; the value comes from --value, --from-file, or standard input.
+    Set {
+        /// Name: letters, digits and _.
+        name: String,
+        /// The value (it lands in your shell history; prefer stdin or --from-file).
+        #[arg(long)]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long)]
+        from_file: Option<PathBuf>,
+    },
+    /// List secret names (never values).
+    List,
+    /// Remove a secret.
+    Rm {
+        /// Name.
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -178,7 +313,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
-    let out = cli.output;
+    let out = cli.format;
     let connect = &cli.connect;
     match cli.command {
         Command::Up(args) => server::up(args, out).await,
@@ -212,5 +347,75 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             commands::create_token(connect, labels, ttl, out).await
         }
         Command::Agent(AgentCommand::List) => commands::list_agents(connect, out).await,
+        Command::Plugin(command) => plugin(connect, command, out).await,
+        Command::Secret(SecretCommand::Set {
+            name,
+            value,
+            from_file,
+        }) => plugins::secret_set(connect, &name, value, from_file.as_deref()).await,
+        Command::Secret(SecretCommand::List) => plugins::secret_list(connect, out).await,
+        Command::Secret(SecretCommand::Rm { name }) => plugins::secret_rm(connect, &name).await,
+    }
+}
+
+async fn plugin(connect: &ConnectArgs, command: PluginCommand, out: Output) -> anyhow::Result<u8> {
+    match command {
+        PluginCommand::Install {
+            file,
+            manifest,
+            grants,
+            grant_all,
+        } => plugins::install(connect, &file, manifest.as_deref(), grants, grant_all, out).await,
+        PluginCommand::List => plugins::list(connect, out).await,
+        PluginCommand::Show { id } => plugins::show(connect, &id, out).await,
+        PluginCommand::Remove { id, version } => plugins::remove(connect, &id, version).await,
+        PluginCommand::Grant {
+            id,
+            grants,
+            version,
+        } => plugins::change_grants(connect, &id, version, grants, true, out).await,
+        PluginCommand::Revoke {
+            id,
+            grants,
+            version,
+        } => plugins::change_grants(connect, &id, version, grants, false, out).await,
+        PluginCommand::New {
+            name,
+            category,
+            dir,
+        } => scaffold::new_plugin(&name, category, &dir),
+        PluginCommand::Run {
+            plugin,
+            manifest,
+            category,
+            config,
+            inputs,
+            output,
+            outputs,
+            grants,
+            secrets,
+            timeout,
+            check,
+            last,
+        } => {
+            plugins::run(
+                plugins::RunArgs {
+                    plugin,
+                    manifest,
+                    category,
+                    config,
+                    inputs,
+                    output,
+                    outputs,
+                    grants,
+                    secrets,
+                    timeout,
+                    check,
+                    last_revision: last,
+                },
+                out,
+            )
+            .await
+        }
     }
 }

@@ -129,6 +129,7 @@ async fn start_controller(
         tls_cert_and_key: tls,
         tls_names,
         settings,
+        builtin_plugins: builtin_plugins(),
     })
     .await
     .with_context(|| {
@@ -137,6 +138,14 @@ async fn start_controller(
             data_dir.display()
         )
     })
+}
+
+/// The plugins built into this binary, for the controller to register and serve.
+pub fn builtin_plugins() -> Vec<(&'static str, &'static [u8])> {
+    sluice_agent::builtin::all()
+        .iter()
+        .map(|b| (b.manifest, b.wasm))
+        .collect()
 }
 
 /// `sluice controller`.

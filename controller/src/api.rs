@@ -338,6 +338,83 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             },
         );
 
+    let list_plugins = api
+        .and(warp::path!("plugins"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|s: ApiState| async move { respond(plugin_views(s, None)) });
+
+    let show_plugin = api
+        .and(warp::path!("plugins" / String))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move { respond(plugin_views(s, Some(id))) });
+
+    let install_plugin = api
+        .and(warp::path!("plugins"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(96 << 20))
+        .and(warp::body::json())
+        .and_then(|s: ApiState, req: InstallRequest| async move {
+            respond(install_plugin(s, req).await)
+        });
+
+    let remove_plugin = api
+        .and(warp::path!("plugins" / String / String))
+        .and(warp::delete())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, version: String, s: ApiState| async move {
+            respond(
+                s.engine
+                    .remove_plugin(&id, &version)
+                    .map_err(ApiError::from)
+                    .map(|()| StatusCode::NO_CONTENT.into_response()),
+            )
+        });
+
+    let grant_plugin = api
+        .and(warp::path!("plugins" / String / String / "grants"))
+        .and(warp::put())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(
+            |id: String, version: String, s: ApiState, req: GrantsRequest| async move {
+                respond(set_grants(s, id, version, req))
+            },
+        );
+
+    let list_secrets = api
+        .and(warp::path!("secrets"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|s: ApiState| async move { respond(secret_names(s)) });
+
+    let put_secret = api
+        .and(warp::path!("secrets" / String))
+        .and(warp::put())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(|name: String, s: ApiState, req: SecretRequest| async move {
+            respond(put_secret(s, name, req))
+        });
+
+    let delete_secret = api
+        .and(warp::path!("secrets" / String))
+        .and(warp::delete())
+        .and(authenticated(state.clone()))
+        .and_then(|name: String, s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .delete_secret(&name)
+                    .map_err(ApiError::from)
+                    .map(|()| StatusCode::NO_CONTENT.into_response()),
+            )
+        });
+
     // Boxing each route keeps the filter type flat: a long chain of `.or()` over
     // unboxed filters makes type checking take minutes.
     let routes: Vec<BoxedFilter<(Response,)>> = vec![
@@ -358,6 +435,14 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         list_executions.boxed(),
         get_execution.boxed(),
         get_log.boxed(),
+        list_plugins.boxed(),
+        show_plugin.boxed(),
+        install_plugin.boxed(),
+        remove_plugin.boxed(),
+        grant_plugin.boxed(),
+        list_secrets.boxed(),
+        put_secret.boxed(),
+        delete_secret.boxed(),
     ];
     let mut all: Option<BoxedFilter<(Response,)>> = None;
     for route in routes {
@@ -725,8 +810,9 @@ fn body_text(body: &Bytes) -> Result<&str, ApiError> {
 
 fn validate_pipeline(s: ApiState, q: FormatQuery, body: Bytes) -> ApiResult {
     let format = parse_format(&q)?;
-    let parsed = sluice_pipeline::parse_and_validate(body_text(&body)?, format, s.engine.catalog())
-        .map_err(diagnostics_error)?;
+    let parsed =
+        sluice_pipeline::parse_and_validate(body_text(&body)?, format, &s.engine.catalog())
+            .map_err(diagnostics_error)?;
     json(
         StatusCode::OK,
         &serde_json::json!({"valid": true, "name": parsed.pipeline.name, "warnings": parsed.warnings.iter().map(|w| FieldError{path: w.path.clone(), message: w.message.clone()}).collect::<Vec<_>>()}),
@@ -735,8 +821,9 @@ fn validate_pipeline(s: ApiState, q: FormatQuery, body: Bytes) -> ApiResult {
 
 fn save_pipeline(s: ApiState, q: FormatQuery, body: Bytes, name: Option<String>) -> ApiResult {
     let format = parse_format(&q)?;
-    let parsed = sluice_pipeline::parse_and_validate(body_text(&body)?, format, s.engine.catalog())
-        .map_err(diagnostics_error)?;
+    let parsed =
+        sluice_pipeline::parse_and_validate(body_text(&body)?, format, &s.engine.catalog())
+            .map_err(diagnostics_error)?;
     let definition = parsed.pipeline.to_json();
     let version = match &name {
         None => s
@@ -847,6 +934,49 @@ struct AttemptView {
     #[serde(flatten)]
     attempt: crate::store::AttemptRow,
     log: Option<crate::store::LogRow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tests: Option<TestReport>,
+}
+
+/// The test cases an attempt reported, summed up.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TestReport {
+    total: usize,
+    passed: usize,
+    failed: usize,
+    errored: usize,
+    skipped: usize,
+    duration_ms: u64,
+    /// Failed and errored cases (the first 100).
+    failures: Vec<sluice_proto::TestCase>,
+    /// The five slowest cases.
+    slowest: Vec<sluice_proto::TestCase>,
+}
+
+impl TestReport {
+    fn of(cases: &[sluice_proto::TestCase]) -> TestReport {
+        use sluice_proto::TestStatus;
+        let count = |status| cases.iter().filter(|c| c.status == status).count();
+        let mut slowest: Vec<sluice_proto::TestCase> = cases.to_vec();
+        slowest.sort_by_key(|c| std::cmp::Reverse(c.duration_ms));
+        slowest.truncate(5);
+        TestReport {
+            total: cases.len(),
+            passed: count(TestStatus::Passed),
+            failed: count(TestStatus::Failed),
+            errored: count(TestStatus::Errored),
+            skipped: count(TestStatus::Skipped),
+            duration_ms: cases.iter().map(|c| c.duration_ms).sum(),
+            failures: cases
+                .iter()
+                .filter(|c| matches!(c.status, TestStatus::Failed | TestStatus::Errored))
+                .take(100)
+                .cloned()
+                .collect(),
+            slowest,
+        }
+    }
 }
 
 fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError> {
@@ -859,6 +989,7 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
         .pipeline;
     let stage_rows = store.stages(id)?;
     let attempts = store.attempts(id)?;
+    let tests = store.test_cases(id)?;
     let mut revision = Sha256::new();
     revision.update(execution.status.as_bytes());
     revision.update(execution.status_summary.as_deref().unwrap_or("").as_bytes());
@@ -878,6 +1009,7 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
                 );
                 views.push(AttemptView {
                     log: store.log(attempt.id)?,
+                    tests: tests.get(&attempt.id).map(|cases| TestReport::of(cases)),
                     attempt: attempt.clone(),
                 });
             }
@@ -992,4 +1124,223 @@ async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery
     headers.insert("x-log-next-offset", warp::http::HeaderValue::from(next));
     headers.insert("x-log-state", warp::http::HeaderValue::from_static(state));
     Ok(response)
+}
+
+// ---- plugins ---------------------------------------------------------------------
+
+impl From<crate::plugins::InstallError> for ApiError {
+    fn from(err: crate::plugins::InstallError) -> ApiError {
+        use crate::plugins::InstallError;
+        match err {
+            InstallError::Manifest(e) => ApiError {
+                errors: e
+                    .problems
+                    .iter()
+                    .map(|m| FieldError {
+                        path: "manifest".into(),
+                        message: m.clone(),
+                    })
+                    .collect(),
+                ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_manifest", e.to_string())
+            },
+            e @ InstallError::Component { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_plugin", e.to_string())
+            }
+            InstallError::Grants { plugin, problems } => ApiError {
+                errors: problems
+                    .iter()
+                    .map(|m| FieldError {
+                        path: "grants".into(),
+                        message: m.clone(),
+                    })
+                    .collect(),
+                ..ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "grants",
+                    format!(
+                        "plugin {plugin} cannot be installed with these grants: {}",
+                        problems.join("; ")
+                    ),
+                )
+            },
+            InstallError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            InstallError::Store(e) => e.into(),
+            InstallError::Blob(e) => ApiError::internal(e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct InstallRequest {
+    /// The text of plugin.toml.
+    manifest: String,
+    /// The WASM component, base64.
+    wasm_base64: String,
+    /// `kind:name` grants.
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsRequest {
+    grants: Vec<String>,
+}
+
+/// An installed plugin as the API shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PluginView {
+    id: String,
+    version: String,
+    api_version: String,
+    owner: String,
+    provider: String,
+    categories: Vec<String>,
+    description: String,
+    idempotent: bool,
+    builtin: bool,
+    sha256: String,
+    size: i64,
+    installed_at_ms: i64,
+    /// What it asks for.
+    capabilities: sluice_pipeline::manifest::Capabilities,
+    /// What it was granted, as `kind:name`.
+    grants: Vec<String>,
+    config: Vec<sluice_pipeline::manifest::ConfigField>,
+}
+
+impl PluginView {
+    fn of(p: &crate::plugins::InstalledPlugin) -> PluginView {
+        let m = &p.manifest;
+        PluginView {
+            id: p.row.id.clone(),
+            version: p.row.version.clone(),
+            api_version: m.api_version.clone(),
+            owner: m.owner.clone(),
+            provider: m.provider.clone(),
+            categories: m.categories.clone(),
+            description: m.description.clone(),
+            idempotent: m.idempotent,
+            builtin: p.row.builtin,
+            sha256: p.row.sha256.clone(),
+            size: p.row.size,
+            installed_at_ms: p.row.installed_at_ms,
+            capabilities: m.capabilities.clone(),
+            grants: crate::plugins::grant_list(&p.row.grants)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            config: m.config.clone(),
+        }
+    }
+}
+
+fn plugin_views(s: ApiState, id: Option<String>) -> ApiResult {
+    let registry = s.engine.registry();
+    let views: Vec<PluginView> = registry
+        .plugins()
+        .iter()
+        .filter(|p| id.as_ref().is_none_or(|id| &p.row.id == id))
+        .map(PluginView::of)
+        .collect();
+    if let Some(id) = id
+        && views.is_empty()
+    {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("plugin {id} is not installed; see `sluice plugin list`"),
+        ));
+    }
+    json(StatusCode::OK, &views)
+}
+
+fn parse_grants(list: &[String]) -> Result<Vec<sluice_pipeline::manifest::Grant>, ApiError> {
+    let mut grants = Vec::new();
+    let mut errors = Vec::new();
+    for (i, text) in list.iter().enumerate() {
+        match text.parse() {
+            Ok(g) => grants.push(g),
+            Err(message) => errors.push(FieldError {
+                path: format!("grants[{i}]"),
+                message,
+            }),
+        }
+    }
+    if errors.is_empty() {
+        Ok(grants)
+    } else {
+        let message = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(ApiError {
+            errors,
+            ..ApiError::bad_request(message)
+        })
+    }
+}
+
+async fn install_plugin(s: ApiState, req: InstallRequest) -> ApiResult {
+    use base64::Engine as _;
+    let wasm = base64::engine::general_purpose::STANDARD
+        .decode(req.wasm_base64.trim())
+        .map_err(|e| ApiError::bad_request(format!("wasmBase64: not valid base64: {e}")))?;
+    let grants = parse_grants(&req.grants)?;
+    let engine = s.engine.clone();
+    // Parsing and storing a component of megabytes is blocking work.
+    let installed =
+        tokio::task::spawn_blocking(move || engine.install_plugin(&req.manifest, &wasm, &grants))
+            .await
+            .map_err(ApiError::internal)??;
+    json(StatusCode::CREATED, &PluginView::of(&installed))
+}
+
+fn set_grants(s: ApiState, id: String, version: String, req: GrantsRequest) -> ApiResult {
+    let grants = parse_grants(&req.grants)?;
+    let changed = s.engine.set_plugin_grants(&id, &version, &grants)?;
+    json(StatusCode::OK, &PluginView::of(&changed))
+}
+
+// ---- secrets ---------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretRequest {
+    value: String,
+}
+
+fn secret_names(s: ApiState) -> ApiResult {
+    let names: Vec<serde_json::Value> = s
+        .engine
+        .store()
+        .list_secrets()?
+        .into_iter()
+        .map(|row| {
+            serde_json::json!({
+                "name": row.name,
+                "createdAtMs": row.created_at_ms,
+                "updatedAtMs": row.updated_at_ms,
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &names)
+}
+
+fn put_secret(s: ApiState, name: String, req: SecretRequest) -> ApiResult {
+    if !sluice_pipeline::manifest::is_secret_name(&name) {
+        return Err(ApiError::bad_request(format!(
+            "secret name {name:?} is not valid: use 1 to 128 letters, digits and _, not starting with a digit"
+        )));
+    }
+    if req.value.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "secret {name}: the value is empty; remove a secret with `sluice secret rm {name}`"
+        )));
+    }
+    s.engine.set_secret(&name, &req.value)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }

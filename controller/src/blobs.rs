@@ -157,4 +157,25 @@ impl BlobStore {
             .map_err(io(&final_path))?;
         Ok(size)
     }
+
+    /// Stores bytes already in memory (a plugin component); returns their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<String, BlobError> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        if self.size(&digest)?.is_some() {
+            return Ok(digest);
+        }
+        let tmp_path = self.tmp.join(format!("{digest}.{}", uuid::Uuid::new_v4()));
+        let final_path = self.path(&digest)?;
+        let written = std::fs::write(&tmp_path, bytes)
+            .and_then(|()| std::fs::File::open(&tmp_path)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp_path, &final_path));
+        if let Err(source) = written {
+            let _ = std::fs::remove_file(&tmp_path);
+            return Err(BlobError::Io {
+                path: final_path,
+                source,
+            });
+        }
+        Ok(digest)
+    }
 }

@@ -11,7 +11,7 @@
 //! stage once its in-flight siblings finish, and a failed stage fails the execution.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use sluice_pipeline::{Action, Catalog, Pipeline};
@@ -20,6 +20,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::blobs::BlobStore;
 use crate::logs::LogFiles;
+use crate::plugins::{InstallError, InstalledPlugin, Registry};
+use crate::secrets::{SecretBox, SecretError};
 use crate::store::{self, AgentRow, AttemptRow, NewAttempt, Store, StoreError, now_ms, phase};
 
 /// Timing knobs of the engine.
@@ -74,6 +76,9 @@ pub enum EngineError {
     /// Writing a log failed.
     #[error("log storage failed: {0}")]
     Log(#[from] std::io::Error),
+    /// A secret could not be sealed or opened.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -120,7 +125,8 @@ pub struct Engine {
     blobs: BlobStore,
     logs: LogFiles,
     settings: Settings,
-    catalog: Catalog,
+    registry: RwLock<Arc<Registry>>,
+    secrets: SecretBox,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
 }
@@ -140,7 +146,7 @@ impl Engine {
         blobs: BlobStore,
         logs: LogFiles,
         settings: Settings,
-        catalog: Catalog,
+        secrets: SecretBox,
     ) -> Engine {
         let (events, _) = broadcast::channel(4096);
         Engine {
@@ -148,7 +154,8 @@ impl Engine {
             blobs,
             logs,
             settings,
-            catalog,
+            registry: RwLock::new(Arc::new(Registry::default())),
+            secrets,
             state: Mutex::new(State::default()),
             events,
         }
@@ -159,9 +166,263 @@ impl Engine {
         &self.settings
     }
 
-    /// The provider catalog used to validate definitions.
-    pub fn catalog(&self) -> &Catalog {
-        &self.catalog
+    /// The provider catalog used to validate definitions: the installed plugins.
+    pub fn catalog(&self) -> Catalog {
+        self.registry().catalog().clone()
+    }
+
+    /// The installed plugins, as of now.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the installed plugins after a change.
+    pub fn reload_plugins(&self) -> Result<()> {
+        let fresh = Arc::new(Registry::load(&self.store)?);
+        *self.registry.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    // ---- plugins and secrets ----------------------------------------------------
+
+    /// Registers (or refreshes) a plugin built into Sluice: its component goes into the
+    /// artifact store and it is granted what its manifest asks for by name.
+    pub fn register_builtin(&self, manifest: &str, wasm: &[u8]) -> Result<(), InstallError> {
+        let parsed = sluice_pipeline::Manifest::parse("built-in plugin", manifest)?;
+        let sha256 = self.blobs.put_bytes(wasm)?;
+        let grants = crate::plugins::grants_from(&parsed.required_grants());
+        self.store.put_plugin(
+            &store::PluginRow {
+                id: parsed.id,
+                version: parsed.version,
+                sha256,
+                size: wasm.len() as i64,
+                manifest: manifest.to_string(),
+                grants,
+                builtin: true,
+                installed_at_ms: now_ms(),
+            },
+            true,
+        )?;
+        Ok(())
+    }
+
+    /// Installs a plugin: the manifest must be valid, the component one Sluice runs, the
+    /// grants exactly within what it asks for and covering everything it asks for by
+    /// name, and no other plugin may serve the same action type.
+    pub fn install_plugin(
+        &self,
+        manifest: &str,
+        wasm: &[u8],
+        grants: &[sluice_pipeline::manifest::Grant],
+    ) -> Result<InstalledPlugin, InstallError> {
+        let parsed = sluice_pipeline::Manifest::parse("the uploaded plugin.toml", manifest)?;
+        let api = crate::plugins::inspect_component(&parsed.id, wasm)?;
+        if api != parsed.api_version {
+            return Err(InstallError::Component {
+                plugin: parsed.id.clone(),
+                message: format!(
+                    "its component is built for sluice:plugin@{api}, but plugin.toml says \
+                     api_version {:?}; make them agree",
+                    parsed.api_version
+                ),
+            });
+        }
+        parsed
+            .check_grants(grants)
+            .map_err(|problems| InstallError::Grants {
+                plugin: parsed.id.clone(),
+                problems,
+            })?;
+        crate::plugins::check_conflicts(&self.registry(), &parsed)?;
+        let sha256 = self.blobs.put_bytes(wasm)?;
+        let row = store::PluginRow {
+            id: parsed.id.clone(),
+            version: parsed.version.clone(),
+            sha256,
+            size: wasm.len() as i64,
+            manifest: manifest.to_string(),
+            grants: crate::plugins::grants_from(grants),
+            builtin: false,
+            installed_at_ms: now_ms(),
+        };
+        self.store.put_plugin(&row, false)?;
+        self.reload_plugins()
+            .map_err(|e| InstallError::Conflict(e.to_string()))?;
+        tracing::info!(plugin = %row.id, version = %row.version, sha256 = %row.sha256, "Plugin installed.");
+        Ok(InstalledPlugin {
+            row,
+            manifest: parsed,
+        })
+    }
+
+    /// Replaces what a plugin is granted. Refused if the grants do not fit the manifest
+    /// or if a pipeline would no longer validate (e.g. it names a secret taken away).
+    pub fn set_plugin_grants(
+        &self,
+        id: &str,
+        version: &str,
+        grants: &[sluice_pipeline::manifest::Grant],
+    ) -> Result<InstalledPlugin, InstallError> {
+        let registry = self.registry();
+        let Some(plugin) = registry.get(id, version) else {
+            return Err(StoreError::NotFound(format!(
+                "plugin {id} version {version} is not installed; see `sluice plugin list`"
+            ))
+            .into());
+        };
+        plugin
+            .manifest
+            .check_grants(grants)
+            .map_err(|problems| InstallError::Grants {
+                plugin: id.to_string(),
+                problems,
+            })?;
+        let mut changed = plugin.clone();
+        changed.row.grants = crate::plugins::grants_from(grants);
+        let after: Vec<InstalledPlugin> = registry
+            .plugins()
+            .iter()
+            .map(|p| {
+                if p.row.id == id && p.row.version == version {
+                    changed.clone()
+                } else {
+                    p.clone()
+                }
+            })
+            .collect();
+        self.refuse_if_pipelines_break(&after, &format!("changing the grants of plugin {id}"))?;
+        self.store
+            .set_plugin_grants(id, version, &changed.row.grants)?;
+        self.reload_plugins()
+            .map_err(|e| InstallError::Conflict(e.to_string()))?;
+        Ok(changed)
+    }
+
+    /// Removes an installed plugin version; refused while a pipeline uses it.
+    pub fn remove_plugin(&self, id: &str, version: &str) -> Result<(), InstallError> {
+        let registry = self.registry();
+        let after: Vec<InstalledPlugin> = registry
+            .plugins()
+            .iter()
+            .filter(|p| !(p.row.id == id && p.row.version == version))
+            .cloned()
+            .collect();
+        if after.len() < registry.plugins().len() {
+            self.refuse_if_pipelines_break(
+                &after,
+                &format!("removing plugin {id} version {version}"),
+            )?;
+        }
+        self.store.remove_plugin(id, version)?;
+        self.reload_plugins()
+            .map_err(|e| InstallError::Conflict(e.to_string()))?;
+        tracing::info!(plugin = %id, version = %version, "Plugin removed.");
+        Ok(())
+    }
+
+    /// Validates every pipeline's current definition against the catalog `plugins`
+    /// would give, and refuses the change if any would become invalid.
+    fn refuse_if_pipelines_break(
+        &self,
+        plugins: &[InstalledPlugin],
+        what: &str,
+    ) -> Result<(), InstallError> {
+        let catalog = Catalog::new(
+            plugins
+                .iter()
+                .flat_map(|p| {
+                    sluice_pipeline::ProviderEntry::from_manifest(
+                        &p.manifest,
+                        p.row.grants.secrets.clone(),
+                    )
+                })
+                .collect(),
+        );
+        let mut broken = Vec::new();
+        for (name, definition) in self.store.current_definitions()? {
+            if let Err(problems) = sluice_pipeline::parse_and_validate(
+                &definition,
+                Some(sluice_pipeline::Format::Json),
+                &catalog,
+            ) {
+                let first = problems
+                    .0
+                    .first()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                broken.push(format!("{name} ({first})"));
+            }
+        }
+        if broken.is_empty() {
+            Ok(())
+        } else {
+            Err(InstallError::Conflict(format!(
+                "{what} would break pipeline(s) {}; update them first",
+                broken.join(", ")
+            )))
+        }
+    }
+
+    /// Sets a secret (encrypted at rest). The value is never returned by the API.
+    pub fn set_secret(&self, name: &str, value: &str) -> Result<()> {
+        let (nonce, ciphertext) = self.secrets.seal(name, value)?;
+        self.store.put_secret(name, &nonce, &ciphertext)?;
+        tracing::info!(secret = %name, "Secret set.");
+        Ok(())
+    }
+
+    /// The secrets a job's plugin gets: every secret granted to it by name, and every
+    /// secret its configuration names (which must be granted). A named secret that is
+    /// not set, or not granted, is an error naming it.
+    fn job_secrets(
+        &self,
+        plugin: &InstalledPlugin,
+        configuration: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, String> {
+        let grants = &plugin.row.grants.secrets;
+        let granted = |name: &str| grants.iter().any(|g| g == "*" || g == name);
+        let mut out = BTreeMap::new();
+        let named = plugin.manifest.secret_references(configuration);
+        for name in &named {
+            if !granted(name) {
+                return Err(format!(
+                    "plugin {} is not granted secret:{name}; an operator grants it with \
+                     `sluice plugin grant {} secret:{name}`",
+                    plugin.row.id, plugin.row.id
+                ));
+            }
+        }
+        let wanted = named.iter().map(|n| (*n, true)).chain(
+            grants
+                .iter()
+                .filter(|g| *g != "*")
+                .map(|g| (g.as_str(), false)),
+        );
+        for (name, required) in wanted {
+            if out.contains_key(name) {
+                continue;
+            }
+            match self.store.secret(name).map_err(|e| e.to_string())? {
+                Some(row) => {
+                    let value = self
+                        .secrets
+                        .open(&row.name, &row.nonce, &row.ciphertext)
+                        .map_err(|e| e.to_string())?;
+                    out.insert(name.to_string(), value);
+                }
+                None if required => {
+                    return Err(format!(
+                        "secret {name} is not set; set it with `sluice secret set {name}`"
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The store.
@@ -448,8 +709,29 @@ impl Engine {
         let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name) else {
             return Ok(false);
         };
-        let inputs = match self.input_refs(&execution.id, action) {
-            Ok(inputs) => inputs,
+        let action_type = sluice_proto::ActionType {
+            category: action.action_type_id.category.to_string(),
+            owner: action.action_type_id.owner.clone(),
+            provider: action.action_type_id.provider.clone(),
+            version: action.action_type_id.version.clone(),
+        };
+        let registry = self.registry();
+        let prepared = self.input_refs(&execution.id, action).and_then(|inputs| {
+            let plugin = registry.serving(&action_type).ok_or_else(|| {
+                format!(
+                    "no installed plugin serves {}/{}/{}@{} any more; install it again \
+                     (`sluice plugin list` shows what is installed)",
+                    action_type.category,
+                    action_type.owner,
+                    action_type.provider,
+                    action_type.version
+                )
+            })?;
+            let secrets = self.job_secrets(plugin, &attempt.resolved_configuration)?;
+            Ok((inputs, plugin.job_ref(), secrets))
+        });
+        let (inputs, plugin, secrets) = match prepared {
+            Ok(parts) => parts,
             Err(problem) => {
                 self.store
                     .end_attempt(attempt.id, &attempt.fencing_token, "Failed", &problem)?;
@@ -466,12 +748,7 @@ impl Engine {
             execution_id: execution.id.clone(),
             stage: stage.name.clone(),
             action: action.name.clone(),
-            action_type: sluice_proto::ActionType {
-                category: action.action_type_id.category.to_string(),
-                owner: action.action_type_id.owner.clone(),
-                provider: action.action_type_id.provider.clone(),
-                version: action.action_type_id.version.clone(),
-            },
+            action_type,
             configuration: attempt.resolved_configuration.clone(),
             inputs,
             outputs: action.output_artifacts.clone(),
@@ -479,6 +756,8 @@ impl Engine {
                 .timeout_in_minutes
                 .map(|m| u64::from(m) * 60)
                 .unwrap_or(self.settings.default_action_timeout.as_secs()),
+            plugin: Some(plugin),
+            secrets,
         };
         st.queue.insert(
             attempt.id,
@@ -1005,6 +1284,7 @@ impl Engine {
         outcome: &Outcome,
         log_length: u64,
         log_sha256: &str,
+        tests: &[sluice_proto::TestCase],
     ) -> Result<Reply> {
         let id = attempt.attempt_id;
         let stale = |message| {
@@ -1069,6 +1349,7 @@ impl Engine {
                 "Log arrived incomplete."
             );
         }
+        self.store.insert_test_cases(id, tests)?;
         if !self.store.finish_attempt(
             id,
             &attempt.fencing_token,

@@ -16,6 +16,8 @@ pub mod api;
 pub mod blobs;
 pub mod engine;
 pub mod logs;
+pub mod plugins;
+pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod store;
@@ -40,6 +42,9 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// Engine timing.
     pub settings: Settings,
+    /// The plugins built into this binary: (manifest text, WASM component). They are
+    /// registered at every start, granted what their manifests ask for.
+    pub builtin_plugins: Vec<(&'static str, &'static [u8])>,
 }
 
 /// Errors starting a controller.
@@ -65,6 +70,12 @@ pub enum StartError {
     /// The engine could not recover its state.
     #[error("cannot recover executions: {0}")]
     Engine(#[from] engine::EngineError),
+    /// The secret store's key could not be loaded.
+    #[error(transparent)]
+    Secrets(#[from] secrets::SecretError),
+    /// A built-in plugin could not be registered.
+    #[error("cannot register a built-in plugin: {0}")]
+    Plugin(#[from] plugins::InstallError),
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -109,8 +120,12 @@ impl Controller {
             blobs,
             logs::LogFiles::new(&data_dir),
             config.settings.clone(),
-            sluice_pipeline::Catalog::builtin(),
+            secrets::SecretBox::load_or_create(&data_dir)?,
         ));
+        for (manifest, wasm) in &config.builtin_plugins {
+            engine.register_builtin(manifest, wasm)?;
+        }
+        engine.reload_plugins()?;
         engine.recover()?;
 
         let listener = tokio::net::TcpListener::bind(config.listen)

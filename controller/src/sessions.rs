@@ -141,7 +141,8 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
                 outcome,
                 log_length,
                 log_sha256,
-            } => engine.finished(&agent.id, attempt, outcome, *log_length, log_sha256),
+                tests,
+            } => engine.finished(&agent.id, attempt, outcome, *log_length, log_sha256, tests),
         };
         match reply {
             Ok(Reply::Send(message)) => {

@@ -13,10 +13,16 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
 /// Schema migrations, applied in order. A shipped migration is never edited.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_initial",
-    include_str!("../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_initial",
+        include_str!("../migrations/0001_initial.sql"),
+    ),
+    (
+        "0002_plugins_secrets_tests",
+        include_str!("../migrations/0002_plugins_secrets_tests.sql"),
+    ),
+];
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]
@@ -973,6 +979,331 @@ impl Store {
             )
             .optional()?)
     }
+}
+
+/// An installed plugin as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PluginRow {
+    /// Plugin id.
+    pub id: String,
+    /// Plugin version.
+    pub version: String,
+    /// sha256 of the WASM component.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: i64,
+    /// `plugin.toml` as installed.
+    pub manifest: String,
+    /// What the operator granted.
+    pub grants: sluice_proto::Grants,
+    /// Shipped with Sluice (cannot be removed).
+    pub builtin: bool,
+    /// When it was installed.
+    pub installed_at_ms: i64,
+}
+
+/// A stored secret: its name, and its value encrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRow {
+    /// The name.
+    pub name: String,
+    /// AES-GCM nonce.
+    pub nonce: Vec<u8>,
+    /// The encrypted value.
+    pub ciphertext: Vec<u8>,
+    /// When it was first set.
+    pub created_at_ms: i64,
+    /// When it was last set.
+    pub updated_at_ms: i64,
+}
+
+impl Store {
+    // ---- plugins ---------------------------------------------------------------
+
+    /// Installs a plugin version; `replace` allows overwriting the same id and version
+    /// (built-ins are refreshed this way at every start).
+    pub fn put_plugin(&self, row: &PluginRow, replace: bool) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let exists: Option<bool> = tx
+            .query_row(
+                "SELECT builtin FROM plugins WHERE id = ?1 AND version = ?2",
+                params![row.id, row.version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match exists {
+            Some(true) if !row.builtin => {
+                return Err(StoreError::Conflict(format!(
+                    "plugin {} version {} is built into Sluice and cannot be replaced; give yours another id",
+                    row.id, row.version
+                )));
+            }
+            Some(_) if !replace => {
+                return Err(StoreError::Conflict(format!(
+                    "plugin {} version {} is already installed; remove it first \
+                     (`sluice plugin remove {} --version {}`) or install a new version",
+                    row.id, row.version, row.id, row.version
+                )));
+            }
+            _ => {}
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO plugins (id, version, sha256, size, manifest, grants, builtin, installed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                row.id,
+                row.version,
+                row.sha256,
+                row.size,
+                row.manifest,
+                serde_json::to_string(&row.grants)?,
+                row.builtin,
+                row.installed_at_ms
+            ],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every installed plugin, by id then version.
+    pub fn list_plugins(&self) -> Result<Vec<PluginRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, version, sha256, size, manifest, grants, builtin, installed_at_ms
+             FROM plugins ORDER BY id, version",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let grants: String = r.get(5)?;
+            Ok((
+                PluginRow {
+                    id: r.get(0)?,
+                    version: r.get(1)?,
+                    sha256: r.get(2)?,
+                    size: r.get(3)?,
+                    manifest: r.get(4)?,
+                    grants: sluice_proto::Grants::default(),
+                    builtin: r.get(6)?,
+                    installed_at_ms: r.get(7)?,
+                },
+                grants,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (mut row, grants) = row?;
+            row.grants = serde_json::from_str(&grants)?;
+            out.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Replaces a plugin's grants.
+    pub fn set_plugin_grants(
+        &self,
+        id: &str,
+        version: &str,
+        grants: &sluice_proto::Grants,
+    ) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE plugins SET grants = ?3 WHERE id = ?1 AND version = ?2",
+            params![id, version, serde_json::to_string(grants)?],
+        )?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "plugin {id} version {version} is not installed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Removes an installed (not built-in) plugin version.
+    pub fn remove_plugin(&self, id: &str, version: &str) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let builtin: Option<bool> = tx
+            .query_row(
+                "SELECT builtin FROM plugins WHERE id = ?1 AND version = ?2",
+                params![id, version],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match builtin {
+            None => {
+                return Err(StoreError::NotFound(format!(
+                    "plugin {id} version {version} is not installed; see `sluice plugin list`"
+                )));
+            }
+            Some(true) => {
+                return Err(StoreError::Conflict(format!(
+                    "plugin {id} is built into Sluice and cannot be removed"
+                )));
+            }
+            Some(false) => {}
+        }
+        tx.execute(
+            "DELETE FROM plugins WHERE id = ?1 AND version = ?2",
+            params![id, version],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The current definition of every pipeline (name, definition JSON).
+    pub fn current_definitions(&self) -> Result<Vec<(String, String)>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.name, v.definition FROM pipelines p
+             JOIN pipeline_versions v ON v.pipeline_name = p.name AND v.version = p.current_version
+             ORDER BY p.name",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    // ---- secrets ---------------------------------------------------------------
+
+    /// Sets a secret's encrypted value (creating it or replacing the old one).
+    pub fn put_secret(&self, name: &str, nonce: &[u8], ciphertext: &[u8]) -> Result<()> {
+        let now = now_ms();
+        self.conn().execute(
+            "INSERT INTO secrets (name, nonce, ciphertext, created_at_ms, updated_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?4)
+             ON CONFLICT(name) DO UPDATE SET nonce = ?2, ciphertext = ?3, updated_at_ms = ?4",
+            params![name, nonce, ciphertext, now],
+        )?;
+        Ok(())
+    }
+
+    /// Every secret (encrypted), by name.
+    pub fn list_secrets(&self) -> Result<Vec<SecretRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT name, nonce, ciphertext, created_at_ms, updated_at_ms FROM secrets ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], secret_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// One secret (encrypted), if it exists.
+    pub fn secret(&self, name: &str) -> Result<Option<SecretRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT name, nonce, ciphertext, created_at_ms, updated_at_ms FROM secrets WHERE name = ?1",
+                [name],
+                secret_from_row,
+            )
+            .optional()?)
+    }
+
+    /// Deletes a secret.
+    pub fn delete_secret(&self, name: &str) -> Result<()> {
+        let changed = self
+            .conn()
+            .execute("DELETE FROM secrets WHERE name = ?1", [name])?;
+        if changed == 0 {
+            return Err(StoreError::NotFound(format!(
+                "secret {name} does not exist; see `sluice secret list`"
+            )));
+        }
+        Ok(())
+    }
+
+    // ---- test results ----------------------------------------------------------
+
+    /// Stores the test cases an attempt reported (once: a repeated report is ignored).
+    pub fn insert_test_cases(
+        &self,
+        attempt_id: i64,
+        cases: &[sluice_proto::TestCase],
+    ) -> Result<()> {
+        if cases.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT OR IGNORE INTO test_cases
+                 (attempt_id, seq, suite, classname, name, status, duration_ms, message, details)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?;
+            for (seq, c) in cases.iter().enumerate() {
+                stmt.execute(params![
+                    attempt_id,
+                    seq as i64,
+                    c.suite,
+                    c.classname,
+                    c.name,
+                    test_status_name(c.status),
+                    c.duration_ms as i64,
+                    c.message,
+                    c.details
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The test cases of every attempt of an execution: attempt id → cases in order.
+    pub fn test_cases(
+        &self,
+        execution_id: &str,
+    ) -> Result<BTreeMap<i64, Vec<sluice_proto::TestCase>>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT t.attempt_id, t.suite, t.classname, t.name, t.status, t.duration_ms, t.message, t.details
+             FROM test_cases t JOIN action_attempts a ON a.id = t.attempt_id
+             WHERE a.execution_id = ?1 ORDER BY t.attempt_id, t.seq",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            let status: String = r.get(4)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                sluice_proto::TestCase {
+                    suite: r.get(1)?,
+                    classname: r.get(2)?,
+                    name: r.get(3)?,
+                    status: match status.as_str() {
+                        "passed" => sluice_proto::TestStatus::Passed,
+                        "failed" => sluice_proto::TestStatus::Failed,
+                        "errored" => sluice_proto::TestStatus::Errored,
+                        _ => sluice_proto::TestStatus::Skipped,
+                    },
+                    duration_ms: r.get::<_, i64>(5)?.max(0) as u64,
+                    message: r.get(6)?,
+                    details: r.get(7)?,
+                },
+            ))
+        })?;
+        let mut out: BTreeMap<i64, Vec<sluice_proto::TestCase>> = BTreeMap::new();
+        for row in rows {
+            let (attempt, case) = row?;
+            out.entry(attempt).or_default().push(case);
+        }
+        Ok(out)
+    }
+}
+
+fn test_status_name(status: sluice_proto::TestStatus) -> &'static str {
+    match status {
+        sluice_proto::TestStatus::Passed => "passed",
+        sluice_proto::TestStatus::Failed => "failed",
+        sluice_proto::TestStatus::Errored => "errored",
+        sluice_proto::TestStatus::Skipped => "skipped",
+    }
+}
+
+fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
+    Ok(SecretRow {
+        name: r.get(0)?,
+        nonce: r.get(1)?,
+        ciphertext: r.get(2)?,
+        created_at_ms: r.get(3)?,
+        updated_at_ms: r.get(4)?,
+    })
 }
 
 const EXECUTION_SELECT_BY_ID: &str =

@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::{ConfigField, Manifest};
 use crate::model::{ActionTypeId, Category};
 
 /// A provider and how many input and output artifacts its actions take.
@@ -26,6 +27,47 @@ pub struct ProviderEntry {
     pub min_outputs: usize,
     /// Most output artifacts an action may declare.
     pub max_outputs: usize,
+    /// The plugin serving it and what it was granted; `None` for providers that run in
+    /// the controller (approvals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginEntry>,
+}
+
+/// The plugin side of a provider: the configuration it takes and the secrets it may read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginEntry {
+    /// The plugin id.
+    pub id: String,
+    /// Its configuration keys.
+    pub config: Vec<ConfigField>,
+    /// The secrets the operator granted it (`*` for any).
+    pub granted_secrets: Vec<String>,
+}
+
+impl ProviderEntry {
+    /// One entry per category the plugin serves, with `granted_secrets` granted.
+    pub fn from_manifest(manifest: &Manifest, granted_secrets: Vec<String>) -> Vec<ProviderEntry> {
+        manifest
+            .typed_categories()
+            .into_iter()
+            .map(|category| ProviderEntry {
+                category,
+                owner: manifest.owner.clone(),
+                provider: manifest.provider.clone(),
+                version: manifest.version.clone(),
+                min_inputs: manifest.artifacts.inputs[0],
+                max_inputs: manifest.artifacts.inputs[1],
+                min_outputs: manifest.artifacts.outputs[0],
+                max_outputs: manifest.artifacts.outputs[1],
+                plugin: Some(PluginEntry {
+                    id: manifest.id.clone(),
+                    config: manifest.config.clone(),
+                    granted_secrets: granted_secrets.clone(),
+                }),
+            })
+            .collect()
+    }
 }
 
 impl ProviderEntry {
@@ -49,40 +91,29 @@ impl fmt::Display for ProviderEntry {
 }
 
 /// The providers known to a controller (or to the CLI, offline).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Catalog {
     entries: Vec<ProviderEntry>,
 }
 
-/// Fewest and most artifacts.
-type Count = (usize, usize);
+/// The built-in plugins' manifests (`plugins/*/plugin.toml`): (id, text), by id.
+static BUILTIN_MANIFESTS: &[(&str, &str)] =
+    include!(concat!(env!("OUT_DIR"), "/builtin_manifests.rs"));
 
-/// Built-in providers: category, provider, inputs, outputs.
-const BUILTIN: &[(Category, &str, Count, Count)] = &[
-    (Category::Source, "git", (0, 0), (1, 1)),
-    (Category::Source, "directory", (0, 0), (1, 1)),
-    (Category::Build, "commands", (1, 5), (0, 5)),
-    (Category::Test, "commands", (1, 5), (0, 5)),
-    (Category::Build, "buildspec", (1, 5), (0, 5)),
-    (Category::Test, "buildspec", (1, 5), (0, 5)),
-    (Category::Deploy, "directory", (1, 1), (0, 0)),
-];
+/// The manifests of the plugins built into Sluice, parsed.
+pub fn builtin_manifests() -> Vec<Manifest> {
+    BUILTIN_MANIFESTS
+        .iter()
+        .filter_map(|(id, text)| Manifest::parse(id, text).ok())
+        .collect()
+}
 
 impl Catalog {
-    /// The providers built into Sluice (owner `Sluice`, version `1`).
+    /// The providers built into Sluice (owner `Sluice`), each granted what it asks for.
     pub fn builtin() -> Catalog {
-        let entries = BUILTIN
+        let entries = builtin_manifests()
             .iter()
-            .map(|&(category, provider, inputs, outputs)| ProviderEntry {
-                category,
-                owner: "Sluice".to_owned(),
-                provider: provider.to_owned(),
-                version: "1".to_owned(),
-                min_inputs: inputs.0,
-                max_inputs: inputs.1,
-                min_outputs: outputs.0,
-                max_outputs: outputs.1,
-            })
+            .flat_map(|m| ProviderEntry::from_manifest(m, m.capabilities.secrets.clone()))
             .collect();
         Catalog { entries }
     }
@@ -111,5 +142,21 @@ impl Catalog {
             .filter(|e| e.is_provider_of(t))
             .map(|e| e.version.as_str())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_manifest_parses() {
+        for (id, text) in BUILTIN_MANIFESTS {
+            if let Err(e) = Manifest::parse(id, text) {
+                panic!("{e}");
+            }
+        }
+        assert_eq!(builtin_manifests().len(), BUILTIN_MANIFESTS.len());
+        assert!(Catalog::builtin().entries().len() >= BUILTIN_MANIFESTS.len());
     }
 }

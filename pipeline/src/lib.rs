@@ -17,13 +17,15 @@
 
 mod catalog;
 mod diag;
+pub mod manifest;
 mod model;
 mod parse;
 mod validate;
 mod yaml;
 
-pub use catalog::{Catalog, ProviderEntry};
+pub use catalog::{Catalog, PluginEntry, ProviderEntry, builtin_manifests};
 pub use diag::{Diagnostic, Diagnostics};
+pub use manifest::Manifest;
 pub use model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
 pub use validate::validate;
 

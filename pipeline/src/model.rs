@@ -151,6 +151,11 @@ impl Category {
         Category::Compute,
     ];
 
+    /// The category written as in definitions, e.g. "Build".
+    pub fn parse(text: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == text)
+    }
+
     /// The category's name as written in definitions.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -388,6 +388,44 @@ impl<'a> Checker<'a> {
                 format!("{entry} takes {allowed}, found {found}"),
             );
         }
+        if let Some(plugin) = &entry.plugin {
+            self.plugin_config(path, action, plugin);
+        }
+    }
+
+    /// The configuration must fit the plugin's declared keys, and every secret it names
+    /// must be granted to the plugin.
+    fn plugin_config(&mut self, path: &Path, action: &Action, plugin: &crate::PluginEntry) {
+        let manifest_view = crate::manifest::Manifest {
+            id: plugin.id.clone(),
+            config: plugin.config.clone(),
+            ..crate::manifest::Manifest::placeholder()
+        };
+        if let Err(problems) = manifest_view.check_config(&action.configuration) {
+            for (key, message) in problems {
+                self.report
+                    .push(&path.key("configuration").key(&key), message);
+            }
+        }
+        for field in plugin.config.iter().filter(|f| f.secret) {
+            let Some(name) = action.configuration.get(&field.name).map(|v| v.trim()) else {
+                continue;
+            };
+            if name.is_empty() || name.contains("#{") {
+                continue;
+            }
+            let granted = plugin.granted_secrets.iter().any(|g| g == "*" || g == name);
+            if !granted {
+                self.report.push(
+                    &path.key("configuration").key(&field.name),
+                    format!(
+                        "plugin {} is not granted secret:{name}; an operator grants it with \
+                         `sluice plugin grant {} secret:{name}`",
+                        plugin.id, plugin.id
+                    ),
+                );
+            }
+        }
     }
 
     fn action_at(&self, (s, a): At) -> &'a Action {

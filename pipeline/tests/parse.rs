@@ -61,8 +61,8 @@ fn yaml_numbers_become_strings_as_written() {
         compile.action_type_id.version, "1",
         "`version: 1` is a number in YAML"
     );
-    assert_eq!(compile.configuration["Jobs"], "4");
-    assert_eq!(compile.configuration["Mode"], "0755", "not 755");
+    assert_eq!(compile.configuration["OutputPaths"], "4");
+    assert_eq!(compile.configuration["WorkingDirectory"], "0755", "not 755");
 
     let text = "name: p\nstages:\n- name: S\n  actions:\n  - name: A\n    actionTypeId: \
                 {category: Source, provider: git, version: 2}\n    configuration: {Poll: true}\n";

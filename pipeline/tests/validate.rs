@@ -21,6 +21,9 @@ fn invalid_definition_reports_every_rule() {
         errors(&text, &Catalog::builtin()),
         [
             r#"name: "my pipeline" contains ' ', which is not allowed; use 1 to 100 characters from A-Z a-z 0-9 . @ - _ (line 1)"#,
+            "stages[0].actions[1].configuration.Commands: configuration key Commands is required by plugin \
+             build-commands (Shell commands, one per line, run in one `sh -e -c` session in the source \
+             directory.) (line 9)",
             "stages[0].actions[1].actionTypeId.category: the first stage may contain only Source actions, \
              found Build; move this action to a later stage (line 10)",
             r#"stages[0].actions[1].inputArtifacts[0]: "Src" is not produced by an earlier action: action "Checkout" in this stage produces it with the same runOrder (1), so the two run in parallel; give this action a runOrder above 1 (line 11)"#,
@@ -32,15 +35,19 @@ fn invalid_definition_reports_every_rule() {
             r#"stages[1].actions[0].namespace: namespace "src" is already used by action "Checkout" in stage "Source"; namespaces must be unique (line 19)"#,
             r#"stages[1].actions[1].name: duplicate action name "Compile", already used by an earlier action in this stage; action names must be unique within a stage (line 20)"#,
             "stages[1].actions[1].actionTypeId: unknown provider Build/AWS/CodeBuild version 1; \
-             available: Source/Sluice/git@1, Source/Sluice/directory@1, Build/Sluice/commands@1, \
-             Test/Sluice/commands@1, Build/Sluice/buildspec@1, Test/Sluice/buildspec@1, \
-             Deploy/Sluice/directory@1 (line 21)",
+             available: Build/Sluice/buildspec@1, Test/Sluice/buildspec@1, Build/Sluice/commands@1, \
+             Test/Sluice/commands@1, Deploy/Sluice/directory@1, Deploy/Sluice/http@1, \
+             Invoke/Sluice/wasm@1, Source/Sluice/directory@1, Source/Sluice/git@1, \
+             Test/Sluice/junit@1 (line 21)",
             "stages[1].actions[1].configuration.ThisKeyIsFarTooLongToBeAcceptedAsAConfigurationKeyName: \
              configuration keys must have 1 to 50 characters, this one has 54 (line 23)",
             r#"stages[2].name: duplicate stage name "Build", already used by an earlier stage; stage names must be unique (line 24)"#,
             "stages[2].actions[0].actionTypeId.category: Source actions are allowed only in the first \
              stage; move this action there (line 27)",
             r#"stages[2].actions[0].outputArtifacts[0]: "bad name" contains ' ', which is not allowed; use 1 to 100 characters from A-Z a-z 0-9 _ - (line 28)"#,
+            "stages[2].actions[1].configuration.TargetDirectory: configuration key TargetDirectory is \
+             required by plugin deploy-directory (Absolute path on the agent machine. Sluice makes it a \
+             symlink to <TargetDirectory>.sluice/releases/<execution-id>.) (line 29)",
             "stages[2].actions[1].inputArtifacts: Deploy/Sluice/directory@1 takes exactly 1 input \
              artifact, found 0 (line 29)",
             "stages[2].actions[1].timeoutInMinutes: must be from 1 to 86400 minutes, found 0 (line 31)",
@@ -52,27 +59,27 @@ fn invalid_definition_reports_every_rule() {
 fn pipeline_with_build(build: &str) -> String {
     format!(
         "name: p\nstages:\n- name: Source\n  actions:\n  - name: Get\n    actionTypeId: \
-         {{category: Source, provider: git}}\n    outputArtifacts: [Src]\n- name: Build\n  \
+         {{category: Source, provider: git}}\n    configuration: {{RepositoryUrl: /srv/git/p}}\n    outputArtifacts: [Src]\n- name: Build\n  \
          actions:\n{build}"
     )
 }
 
 #[test]
 fn inputs_must_come_from_earlier_actions() {
-    let build = "  - {name: Late, runOrder: 1, actionTypeId: {category: Build, provider: commands}, inputArtifacts: [Bin]}
-  - {name: Self, runOrder: 3, actionTypeId: {category: Build, provider: commands}, inputArtifacts: [Lib], outputArtifacts: [Lib]}
-  - {name: Make, runOrder: 2, actionTypeId: {category: Build, provider: commands}, inputArtifacts: [Src, Later], outputArtifacts: [Bin]}
+    let build = "  - {name: Late, runOrder: 1, actionTypeId: {category: Build, provider: commands}, configuration: {Commands: make}, inputArtifacts: [Bin]}
+  - {name: Self, runOrder: 3, actionTypeId: {category: Build, provider: commands}, configuration: {Commands: make}, inputArtifacts: [Lib], outputArtifacts: [Lib]}
+  - {name: Make, runOrder: 2, actionTypeId: {category: Build, provider: commands}, configuration: {Commands: make}, inputArtifacts: [Src, Later], outputArtifacts: [Bin]}
 - name: Deploy
   actions:
-  - {name: Ship, actionTypeId: {category: Deploy, provider: directory}, inputArtifacts: [Lib]}
-  - {name: Pack, actionTypeId: {category: Build, provider: commands}, inputArtifacts: [Bin], outputArtifacts: [Later]}
+  - {name: Ship, actionTypeId: {category: Deploy, provider: directory}, configuration: {TargetDirectory: /srv/x}, inputArtifacts: [Lib]}
+  - {name: Pack, actionTypeId: {category: Build, provider: commands}, configuration: {Commands: make}, inputArtifacts: [Bin], outputArtifacts: [Later]}
 ";
     assert_eq!(
         errors(&pipeline_with_build(build), &Catalog::builtin()),
         [
-            r#"stages[1].actions[0].inputArtifacts[0]: "Bin" is not produced by an earlier action: action "Make" in this stage produces it with a later runOrder (2, this action has 1); give this action a runOrder above 2 (line 10)"#,
-            r#"stages[1].actions[1].inputArtifacts[0]: "Lib" is not produced by an earlier action: this action produces it itself (line 11)"#,
-            r#"stages[1].actions[2].inputArtifacts[1]: "Later" is not produced by an earlier action: action "Pack" in stage "Deploy" produces it in a later stage; move one of the two actions (line 12)"#,
+            r#"stages[1].actions[0].inputArtifacts[0]: "Bin" is not produced by an earlier action: action "Make" in this stage produces it with a later runOrder (2, this action has 1); give this action a runOrder above 2 (line 11)"#,
+            r#"stages[1].actions[1].inputArtifacts[0]: "Lib" is not produced by an earlier action: this action produces it itself (line 12)"#,
+            r#"stages[1].actions[2].inputArtifacts[1]: "Later" is not produced by an earlier action: action "Pack" in stage "Deploy" produces it in a later stage; move one of the two actions (line 13)"#,
         ]
     );
 }
@@ -94,11 +101,16 @@ fn names_counts_and_namespaces() {
         [
             "name: must not be empty; use 1 to 100 characters from A-Z a-z 0-9 . @ - _ (line 1)",
             r#"variables[0].name: "a.b" contains '.', which is not allowed; use 1 to 128 characters from A-Z a-z 0-9 @ - _ (line 2)"#,
-            r#"stages[1].actions[0].namespace: "variables" is reserved; choose another namespace (line 12)"#,
+            r#"stages[1].actions[0].namespace: "variables" is reserved; choose another namespace (line 13)"#,
             "stages[1].actions[0].inputArtifacts: Build/Sluice/commands@1 takes 1 to 5 input artifacts, \
-             found 6 (line 14)",
+             found 6 (line 15)",
+            "stages[1].actions[0].configuration.Commands: configuration key Commands is required by plugin \
+             build-commands (Shell commands, one per line, run in one `sh -e -c` session in the source \
+             directory.) (line 16)",
             "stages[1].actions[0].configuration.Script: value is 1001 characters long; at most 1000 are \
-             allowed (move long scripts into a file in the source) (line 15)",
+             allowed (move long scripts into a file in the source) (line 16)",
+            "stages[1].actions[0].configuration.Script: unknown configuration key Script (plugin \
+             build-commands knows: Commands, OutputPaths, WorkingDirectory) (line 16)",
         ]
     );
 }
@@ -164,6 +176,7 @@ fn validate_a_pipeline_built_in_code() {
         actions: vec![approve],
     });
     let approval = ProviderEntry {
+        plugin: None,
         category: Category::Approval,
         owner: "Sluice".to_owned(),
         provider: "manual".to_owned(),

@@ -1,47 +1,177 @@
 //! The Sluice plugin SDK: what an action plugin is written against.
 //!
-//! A plugin is a `cdylib` crate built for `wasm32-wasip2`. It implements [`Guest`] and
-//! exports itself with [`export_plugin!`]:
+//! A plugin is a `cdylib` crate built for `wasm32-wasip2`. It implements the trait of
+//! each category it serves ([`SourcePlugin`], [`BuildPlugin`], [`TestPlugin`],
+//! [`DeployPlugin`], [`InvokePlugin`]) and exports itself with [`plugin!`]:
 //!
 //! ```ignore
-//! use sluice_plugin_sdk::{ActionContext, ActionError, ActionOutcome, Context, Guest};
+//! use sluice_plugin_sdk::{ActionError, ActionOutcome, BuildPlugin, Context, log};
 //!
 //! struct Hello;
 //!
-//! impl Guest for Hello {
-//!     fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-//!         let ctx = Context::new(ctx);
+//! impl BuildPlugin for Hello {
+//!     fn build(ctx: &Context) -> Result<ActionOutcome, ActionError> {
 //!         let name = ctx.require("Name")?;
-//!         sluice_plugin_sdk::log::info(&format!("hello, {name}"));
+//!         log::info(&format!("hello, {name}"));
 //!         sluice_plugin_sdk::set_output_variable("Greeted", name).map_err(ActionError::Failed)?;
 //!         Ok(ActionOutcome { summary: format!("greeted {name}") })
 //!     }
 //! }
 //!
-//! sluice_plugin_sdk::export_plugin!(Hello);
+//! sluice_plugin_sdk::plugin!(Hello: Build);
 //! ```
+//!
+//! A plugin serving several categories lists them all: `plugin!(Commands: Build, Test)`
+//! needs `impl BuildPlugin` and `impl TestPlugin`. The manifest (`plugin.toml`) must name
+//! the same categories.
 //!
 //! The plugin sees one directory, the action workspace, as `/workspace`: inputs are
 //! unpacked under `/workspace/inputs/<name>`, outputs are filled under
 //! `/workspace/outputs/<name>`, and `/workspace/tmp` is scratch space. It has no
-//! environment and no network; programs run through [`exec`], and only those the
-//! plugin's manifest lists (and the operator granted) may run.
+//! environment and no network of its own. Programs ([`exec`], [`Command`]), secrets
+//! ([`get_secret`]), agent environment variables ([`get_env`]) and HTTP ([`http`]) go
+//! through the host, and only what the manifest asks for and the operator granted is
+//! allowed; a refusal names the missing capability.
+//!
+//! This SDK targets the WIT package `sluice:plugin@0.2.0` ([`API_VERSION`]); set
+//! `api_version = "0.2.0"` in `plugin.toml`.
 
 use std::collections::BTreeMap;
 
-/// The generated guest bindings of `sluice:plugin@0.1.0` (world `action-plugin`).
+/// The WIT package version this SDK builds plugins for (`api_version` in `plugin.toml`).
+pub const API_VERSION: &str = "0.2.0";
+
+/// The generated guest bindings of `sluice:plugin@0.2.0` (world `action-plugin`).
 pub mod bindings {
     wit_bindgen::generate!({
         world: "action-plugin",
-        path: "wit",
+        path: "wit/0.2.0",
         pub_export_macro: true,
         export_macro_name: "export_plugin",
         default_bindings_module: "sluice_plugin_sdk::bindings",
     });
 }
 
-pub use bindings::sluice::plugin::types::{Artifact, ExecRequest, ExecResult, LogLevel};
+pub use bindings::sluice::plugin::types::{
+    Artifact, CheckContext, ComponentOutcome, ExecRequest, ExecResult, HttpRequest, HttpResponse,
+    LogLevel, SourceRevision, TestCase, TestStatus,
+};
 pub use bindings::{ActionContext, ActionError, ActionOutcome, Guest, export_plugin};
+
+/// A Source action: takes a snapshot of a revision into the first output artifact, and
+/// finds new revisions for polling.
+pub trait SourcePlugin {
+    /// Fetches one revision (the newest, or the one the configuration pins) into the
+    /// output artifact, and sets output variables that describe it.
+    fn fetch(ctx: &Context) -> Result<ActionOutcome, ActionError>;
+
+    /// The revisions newer than `ctx.last_revision`, oldest first; only the newest one
+    /// when there is no last revision.
+    fn check(ctx: &CheckContext) -> Result<Vec<SourceRevision>, ActionError>;
+}
+
+/// A Build action: turns input artifacts into output artifacts.
+pub trait BuildPlugin {
+    /// Runs the build.
+    fn build(ctx: &Context) -> Result<ActionOutcome, ActionError>;
+}
+
+/// A Test action: checks input artifacts; fails when tests fail. Report test cases with
+/// [`report_tests`] so that they are kept in the execution history.
+pub trait TestPlugin {
+    /// Runs the tests.
+    fn test(ctx: &Context) -> Result<ActionOutcome, ActionError>;
+}
+
+/// A Deploy action: puts an input artifact somewhere. Say in `plugin.toml` whether it is
+/// idempotent: a deploy that is not is never re-run by itself after its agent was lost.
+pub trait DeployPlugin {
+    /// Runs the deployment.
+    fn deploy(ctx: &Context) -> Result<ActionOutcome, ActionError>;
+}
+
+/// An Invoke action: runs some logic with the pipeline's context; its output variables
+/// are what later actions see.
+pub trait InvokePlugin {
+    /// Runs the invocation.
+    fn invoke(ctx: &Context) -> Result<ActionOutcome, ActionError>;
+}
+
+/// Exports a plugin type for the categories it serves:
+/// `plugin!(MyGit: Source)`, `plugin!(Commands: Build, Test)`.
+///
+/// The type must implement the trait of each category listed. `check` is answered by
+/// the [`SourcePlugin`] implementation when `Source` is listed, and refused otherwise.
+#[macro_export]
+macro_rules! plugin {
+    ($ty:ty : $($category:ident),+ $(,)?) => {
+        #[doc(hidden)]
+        pub struct __SluicePluginExport;
+
+        impl $crate::Guest for __SluicePluginExport {
+            fn run(
+                ctx: $crate::ActionContext,
+            ) -> ::core::result::Result<$crate::ActionOutcome, $crate::ActionError> {
+                let ctx = $crate::Context::new(ctx);
+                $(
+                    if ctx.category() == ::core::stringify!($category) {
+                        return $crate::__plugin_run!($category, $ty, &ctx);
+                    }
+                )+
+                ::core::result::Result::Err($crate::ActionError::Failed(::std::format!(
+                    "this plugin does not serve category {} (it serves {})",
+                    ctx.category(),
+                    [$(::core::stringify!($category)),+].join(", ")
+                )))
+            }
+
+            fn check(
+                ctx: $crate::CheckContext,
+            ) -> ::core::result::Result<::std::vec::Vec<$crate::SourceRevision>, $crate::ActionError>
+            {
+                $crate::__plugin_check!($ty, &ctx; $($category),+)
+            }
+        }
+
+        $crate::export_plugin!(__SluicePluginExport);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin_run {
+    (Source, $ty:ty, $ctx:expr) => {
+        <$ty as $crate::SourcePlugin>::fetch($ctx)
+    };
+    (Build, $ty:ty, $ctx:expr) => {
+        <$ty as $crate::BuildPlugin>::build($ctx)
+    };
+    (Test, $ty:ty, $ctx:expr) => {
+        <$ty as $crate::TestPlugin>::test($ctx)
+    };
+    (Deploy, $ty:ty, $ctx:expr) => {
+        <$ty as $crate::DeployPlugin>::deploy($ctx)
+    };
+    (Invoke, $ty:ty, $ctx:expr) => {
+        <$ty as $crate::InvokePlugin>::invoke($ctx)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __plugin_check {
+    ($ty:ty, $ctx:expr; Source $(, $rest:ident)*) => {
+        <$ty as $crate::SourcePlugin>::check($ctx)
+    };
+    ($ty:ty, $ctx:expr; $other:ident $(, $rest:ident)*) => {
+        $crate::__plugin_check!($ty, $ctx; $($rest),*)
+    };
+    ($ty:ty, $ctx:expr;) => {
+        ::core::result::Result::Err($crate::ActionError::Failed(
+            "this plugin is not a source plugin: it has no revisions to check".to_string(),
+        ))
+    };
+}
 
 /// Lines for the action log.
 pub mod log {
@@ -204,6 +334,37 @@ pub fn set_output_variable(name: &str, value: &str) -> Result<(), String> {
     bindings::sluice::plugin::host::set_output_variable(name, value)
 }
 
+/// The value of a secret, by name. The plugin must have been granted it (`secret:NAME`);
+/// an action configuration key declared `secret = true` holds the name to pass here.
+/// The value is masked in everything the action's log, summary and errors show.
+pub fn get_secret(name: &str) -> Result<String, String> {
+    bindings::sluice::plugin::host::get_secret(name)
+}
+
+/// The value of one of the agent's environment variables, if the plugin was granted it
+/// (`env:NAME`); `Ok(None)` when it is granted but not set.
+pub fn get_env(name: &str) -> Result<Option<String>, String> {
+    bindings::sluice::plugin::host::get_env(name)
+}
+
+/// Sends an HTTP request to a granted host (`host:NAME`) and waits for the answer.
+/// Redirects are not followed; any status is an `Ok` answer.
+pub fn http(request: &HttpRequest) -> Result<HttpResponse, String> {
+    bindings::sluice::plugin::host::http(request)
+}
+
+/// Adds test cases to the action's test report, kept in the execution history.
+pub fn report_tests(cases: &[TestCase]) -> Result<(), String> {
+    bindings::sluice::plugin::host::report_tests(cases)
+}
+
+/// Runs a WASM component from the workspace (a path under `/workspace`, e.g. in an input
+/// artifact) as an Invoke action with `config`. The component gets no capabilities; its
+/// log goes to this action's log and its output variables come back in the outcome.
+pub fn run_component(path: &str, config: &[(String, String)]) -> Result<ComponentOutcome, String> {
+    bindings::sluice::plugin::host::run_component(path, config)
+}
+
 /// The action context with lookups by name.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -296,6 +457,20 @@ impl Context {
     /// The workspace root as the plugin sees it (`/workspace`).
     pub fn workspace(&self) -> &str {
         &self.inner.workspace
+    }
+
+    /// The attempt number of this action in this execution, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// A pipeline-level fact, e.g. `variable("PipelineExecutionId")`.
+    pub fn variable(&self, name: &str) -> Option<&str> {
+        self.inner
+            .variables
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Scratch space inside the workspace (`/workspace/tmp`), created by the host.

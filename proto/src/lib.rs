@@ -94,6 +94,9 @@ pub enum AgentMessage {
         log_length: u64,
         /// Hex sha256 of the whole log, so the controller can tell a complete log from one with gaps.
         log_sha256: String,
+        /// Test cases the plugin reported, whether the action succeeded or not.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        tests: Vec<TestCase>,
     },
 }
 
@@ -182,6 +185,84 @@ pub struct Job {
     pub outputs: Vec<String>,
     /// How long the action may run.
     pub timeout_secs: u64,
+    /// The exact plugin to run it with, and what the operator granted it. The agent
+    /// fetches a plugin it does not have by digest (`GET /api/v1/blobs/{sha256}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<PluginRef>,
+    /// Secret values the plugin was granted, by name. Masked in everything that leaves
+    /// the agent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// An installed plugin, pinned by the digest of its WASM component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRef {
+    /// The plugin id, e.g. "build-commands".
+    pub id: String,
+    /// The plugin version, e.g. "1".
+    pub version: String,
+    /// Hex sha256 of the WASM component.
+    pub sha256: String,
+    /// Size of the component in bytes.
+    pub size: u64,
+    /// The text of its `plugin.toml`.
+    pub manifest: String,
+    /// What the operator granted it.
+    pub grants: Grants,
+}
+
+/// The capabilities an operator granted a plugin: each list holds names (a program, a
+/// host, a secret, an environment variable).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    /// Programs it may run (looked up on the agent's PATH).
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Hosts it may send HTTP requests to (`example.com`, `*.example.com`, `host:port`).
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Secrets it may read.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Agent environment variables it may read.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+/// How one test case ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestStatus {
+    /// It passed.
+    Passed,
+    /// An assertion failed.
+    Failed,
+    /// It ended with an unexpected error.
+    Errored,
+    /// It did not run.
+    Skipped,
+}
+
+/// One test case a plugin reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCase {
+    /// The suite (nested suites joined with " / ").
+    pub suite: String,
+    /// The class or file that holds it.
+    pub classname: String,
+    /// The case's name.
+    pub name: String,
+    /// How it ended.
+    pub status: TestStatus,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
+    /// The failure, error or skip message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Details: stack trace, assertion output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<String>,
 }
 
 /// Which provider runs an action (CodePipeline's `actionTypeId`).
@@ -304,6 +385,7 @@ mod tests {
             },
             log_length: 3,
             log_sha256: "00".into(),
+            tests: Vec::new(),
         };
         let text = message.encode();
         assert!(text.contains("\"type\":\"finished\""), "{text}");

@@ -3,7 +3,7 @@
 //! when the call ends, is dropped, or runs past the action's deadline.
 
 use super::LogSink;
-use super::bindings::sluice::plugin::types::{ExecRequest, ExecResult};
+use super::bindings::v0_2::sluice::plugin::types::{ExecRequest, ExecResult};
 use super::output::{LineSplitter, Tail};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
@@ -153,14 +153,31 @@ fn translate(workspace: &Path, value: String) -> String {
 /// Maps a guest working directory to the host, refusing anything outside the workspace,
 /// whether by `..` or through a symlink.
 pub fn resolve_cwd(workspace: &Path, guest: &str) -> Result<PathBuf, String> {
+    let real = resolve(workspace, guest, "working directory")?;
+    if !real.is_dir() {
+        return Err(format!("working directory {guest:?} is not a directory"));
+    }
+    Ok(real)
+}
+
+/// The real path of a file the guest names under /workspace (symlinks may not lead out).
+pub fn resolve_file(workspace: &Path, guest: &str) -> Result<PathBuf, String> {
+    let real = resolve(workspace, guest, "file")?;
+    if !real.is_file() {
+        return Err(format!("{guest:?} is not a file"));
+    }
+    Ok(real)
+}
+
+/// Maps a guest path under /workspace to the real path, refusing `..` and symlinks
+/// that lead outside the workspace; `what` names the path in errors.
+fn resolve(workspace: &Path, guest: &str, what: &str) -> Result<PathBuf, String> {
     let rest = if guest == GUEST_WORKSPACE {
         ""
     } else if let Some(rest) = guest.strip_prefix("/workspace/") {
         rest
     } else {
-        return Err(format!(
-            "working directory {guest:?} is outside {GUEST_WORKSPACE}"
-        ));
+        return Err(format!("{what} {guest:?} is outside {GUEST_WORKSPACE}"));
     };
     let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
     for c in Path::new(rest).components() {
@@ -169,27 +186,22 @@ pub fn resolve_cwd(workspace: &Path, guest: &str) -> Result<PathBuf, String> {
             Component::CurDir => {}
             Component::ParentDir => {
                 if parts.pop().is_none() {
-                    return Err(format!(
-                        "working directory {guest:?} escapes {GUEST_WORKSPACE}"
-                    ));
+                    return Err(format!("{what} {guest:?} escapes {GUEST_WORKSPACE}"));
                 }
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(format!("working directory {guest:?} is not valid"));
+                return Err(format!("{what} {guest:?} is not valid"));
             }
         }
     }
     let host: PathBuf = parts.iter().fold(workspace.to_path_buf(), |p, c| p.join(c));
     let real = host
         .canonicalize()
-        .map_err(|e| format!("working directory {guest:?} cannot be used: {e}"))?;
+        .map_err(|e| format!("{what} {guest:?} cannot be used: {e}"))?;
     if !real.starts_with(workspace) {
         return Err(format!(
-            "working directory {guest:?} escapes {GUEST_WORKSPACE} through a symlink"
+            "{what} {guest:?} escapes {GUEST_WORKSPACE} through a symlink"
         ));
-    }
-    if !real.is_dir() {
-        return Err(format!("working directory {guest:?} is not a directory"));
     }
     Ok(real)
 }

@@ -13,15 +13,16 @@ pub fn succeeded(outcome: RunOutcome, log: &str) -> (String, BTreeMap<String, St
         RunOutcome::Succeeded {
             summary,
             output_variables,
+            ..
         } => (summary, output_variables),
-        RunOutcome::Failed { message } => panic!("action failed: {message}\nlog:\n{log}"),
+        RunOutcome::Failed { message, .. } => panic!("action failed: {message}\nlog:\n{log}"),
     }
 }
 
 /// The message of a failed run; panics with the log otherwise.
 pub fn failed(outcome: RunOutcome, log: &str) -> String {
     match outcome {
-        RunOutcome::Failed { message } => message,
+        RunOutcome::Failed { message, .. } => message,
         other => panic!("action should have failed: {other:?}\nlog:\n{log}"),
     }
 }

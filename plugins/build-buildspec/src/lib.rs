@@ -8,8 +8,7 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sluice_plugin_sdk::{
-    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin, log,
-    set_output_variable,
+    ActionError, ActionOutcome, BuildPlugin, Command, Context, TestPlugin, log, set_output_variable,
 };
 use std::collections::BTreeMap;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -24,14 +23,13 @@ const PHASES: [(&str, &str); 4] = [
     ("post_build", "POST_BUILD"),
 ];
 
-impl Guest for BuildBuildspec {
-    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-        let ctx = Context::new(ctx);
+impl BuildPlugin for BuildBuildspec {
+    fn build(ctx: &Context) -> Result<ActionOutcome, ActionError> {
         let src = match ctx.primary_input() {
             Some(p) => p.to_string(),
             None => ctx.tmp_dir(),
         };
-        let (text, origin) = load_buildspec(&ctx, &src)?;
+        let (text, origin) = load_buildspec(ctx, &src)?;
         let spec = parse_buildspec(&text, &origin)?;
         for w in &spec.warnings {
             log::warn(&format!("[buildspec] {w}"));
@@ -40,7 +38,7 @@ impl Guest for BuildBuildspec {
             Some(raw) => parse_environment_variables(raw)?,
             None => Vec::new(),
         };
-        check_artifact_targets(&ctx, &spec)?;
+        check_artifact_targets(ctx, &spec)?;
 
         // The environment: buildspec variables, then the configuration's, then CODEBUILD_*.
         let mut env: Vec<(String, String)> = Vec::new();
@@ -133,7 +131,7 @@ impl Guest for BuildBuildspec {
             }
         }
         for (id, art) in &spec.secondary {
-            let out = ctx.output(id).ok_or_else(|| missing_secondary(&ctx, id))?;
+            let out = ctx.output(id).ok_or_else(|| missing_secondary(ctx, id))?;
             packed += copy_artifacts(&src, &format!("secondary-artifacts.{id}"), art, out)?;
         }
 
@@ -953,4 +951,10 @@ fn strip_between(text: &str, open: &str, close: &str) -> String {
     out
 }
 
-export_plugin!(BuildBuildspec);
+impl TestPlugin for BuildBuildspec {
+    fn test(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+        <BuildBuildspec as BuildPlugin>::build(ctx)
+    }
+}
+
+sluice_plugin_sdk::plugin!(BuildBuildspec: Build, Test);

@@ -5,14 +5,13 @@
 //! over from one line to the next and the first failing command stops the build.
 
 use sluice_plugin_sdk::{
-    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin, log,
+    ActionError, ActionOutcome, BuildPlugin, Command, Context, TestPlugin, log,
 };
 
 struct BuildCommands;
 
-impl Guest for BuildCommands {
-    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-        let ctx = Context::new(ctx);
+impl BuildPlugin for BuildCommands {
+    fn build(ctx: &Context) -> Result<ActionOutcome, ActionError> {
         let commands = ctx.require("Commands")?;
         let output_paths = parse_output_paths(ctx.config("OutputPaths").unwrap_or(""))?;
 
@@ -104,4 +103,10 @@ fn parse_output_paths(raw: &str) -> Result<Vec<String>, ActionError> {
     Ok(paths)
 }
 
-export_plugin!(BuildCommands);
+impl TestPlugin for BuildCommands {
+    fn test(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+        <BuildCommands as BuildPlugin>::build(ctx)
+    }
+}
+
+sluice_plugin_sdk::plugin!(BuildCommands: Build, Test);

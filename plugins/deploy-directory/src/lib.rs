@@ -13,8 +13,7 @@
 //! so a reader sees either the old tree or the new one, never a half-copied one.
 
 use sluice_plugin_sdk::{
-    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin, log,
-    set_output_variable,
+    ActionError, ActionOutcome, Command, Context, DeployPlugin, log, set_output_variable,
 };
 
 struct DeployDirectory;
@@ -22,9 +21,8 @@ struct DeployDirectory;
 /// How many releases stay on disk, the current one included.
 const KEEP_RELEASES: usize = 5;
 
-impl Guest for DeployDirectory {
-    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-        let ctx = Context::new(ctx);
+impl DeployPlugin for DeployDirectory {
+    fn deploy(ctx: &Context) -> Result<ActionOutcome, ActionError> {
         let target = ctx.require("TargetDirectory")?.trim_end_matches('/');
         if !target.starts_with('/') || target.split('/').any(|c| c == "..") {
             return Err(ActionError::InvalidConfig(format!(
@@ -183,4 +181,4 @@ fn sanitise(id: &str) -> String {
     }
 }
 
-export_plugin!(DeployDirectory);
+sluice_plugin_sdk::plugin!(DeployDirectory: Deploy);

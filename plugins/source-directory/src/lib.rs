@@ -10,7 +10,7 @@
 
 use sha2::{Digest as _, Sha256};
 use sluice_plugin_sdk::{
-    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin, log,
+    ActionError, ActionOutcome, CheckContext, Command, Context, SourcePlugin, SourceRevision, log,
     set_output_variable,
 };
 use std::io::Read;
@@ -19,9 +19,8 @@ struct SourceDirectory;
 
 const ARCHIVE: &str = "/workspace/tmp/source-directory.tar";
 
-impl Guest for SourceDirectory {
-    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-        let ctx = Context::new(ctx);
+impl SourcePlugin for SourceDirectory {
+    fn fetch(ctx: &Context) -> Result<ActionOutcome, ActionError> {
         let path = ctx.require("Path")?;
         if !path.starts_with('/') {
             return Err(ActionError::InvalidConfig(format!(
@@ -38,16 +37,7 @@ impl Guest for SourceDirectory {
             }
         };
 
-        let pack = Command::new("tar")
-            .args(["-c", "-f", ARCHIVE, "-C", path, "."])
-            .run()
-            .map_err(|e| ActionError::Failed(format!("cannot run tar: {e}")))?;
-        if pack.exit_code != 0 {
-            return Err(ActionError::Failed(format!(
-                "cannot read directory {path}{}",
-                sluice_plugin_sdk::last_line_suffix(&pack.stderr_tail)
-            )));
-        }
+        pack(path)?;
         Command::new("tar")
             .args(["-x", "-p", "--no-same-owner", "-f", ARCHIVE, "-C"])
             .arg(out.as_str())
@@ -64,6 +54,51 @@ impl Guest for SourceDirectory {
             summary: format!("{files} entries from {path} (sha256 {})", &digest[..12]),
         })
     }
+
+    /// The directory's digest is its revision: a new one when the content changed.
+    fn check(ctx: &CheckContext) -> Result<Vec<SourceRevision>, ActionError> {
+        let path = ctx
+            .config
+            .iter()
+            .find(|(k, v)| k == "Path" && !v.trim().is_empty())
+            .map(|(_, v)| v.as_str())
+            .ok_or_else(|| {
+                ActionError::InvalidConfig("configuration key Path is required".to_string())
+            })?;
+        pack(path)?;
+        let (digest, files) = digest_archive(ARCHIVE)
+            .map_err(|e| ActionError::Failed(format!("cannot digest {path}: {e}")))?;
+        if let Err(e) = std::fs::remove_file(ARCHIVE) {
+            log::warn(&format!("could not remove {ARCHIVE}: {e}"));
+        }
+        if ctx.last_revision.as_deref() == Some(digest.as_str()) {
+            return Ok(Vec::new());
+        }
+        Ok(vec![SourceRevision {
+            summary: format!("{files} entries in {path}"),
+            id: digest,
+        }])
+    }
+}
+
+/// Packs the directory at `path` (absolute, on the agent machine) into [`ARCHIVE`].
+fn pack(path: &str) -> Result<(), ActionError> {
+    if !path.starts_with('/') {
+        return Err(ActionError::InvalidConfig(format!(
+            "Path must be an absolute directory on the agent machine, got {path:?}"
+        )));
+    }
+    let pack = Command::new("tar")
+        .args(["-c", "-f", ARCHIVE, "-C", path, "."])
+        .run()
+        .map_err(|e| ActionError::Failed(format!("cannot run tar: {e}")))?;
+    if pack.exit_code != 0 {
+        return Err(ActionError::Failed(format!(
+            "cannot read directory {path}{}",
+            sluice_plugin_sdk::last_line_suffix(&pack.stderr_tail)
+        )));
+    }
+    Ok(())
 }
 
 /// One archive entry as it enters the digest.
@@ -142,4 +177,4 @@ fn normalise(raw: &[u8]) -> Vec<u8> {
     p.to_vec()
 }
 
-export_plugin!(SourceDirectory);
+sluice_plugin_sdk::plugin!(SourceDirectory: Source);

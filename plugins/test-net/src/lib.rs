@@ -1,12 +1,12 @@
 //! A test-only plugin that tries to reach the network; the host must refuse to load it
 //! because its component imports `wasi:sockets`.
 
-use sluice_plugin_sdk::{ActionContext, ActionError, ActionOutcome, Guest, export_plugin};
+use sluice_plugin_sdk::{ActionError, ActionOutcome, Context, InvokePlugin};
 
 struct Net;
 
-impl Guest for Net {
-    fn run(_ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
+impl InvokePlugin for Net {
+    fn invoke(_ctx: &Context) -> Result<ActionOutcome, ActionError> {
         match std::net::TcpStream::connect("127.0.0.1:9") {
             Ok(_) => Ok(ActionOutcome {
                 summary: "connected".to_string(),
@@ -16,4 +16,4 @@ impl Guest for Net {
     }
 }
 
-export_plugin!(Net);
+sluice_plugin_sdk::plugin!(Net: Invoke);

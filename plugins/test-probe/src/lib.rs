@@ -2,15 +2,13 @@
 //! Used by `agent/tests/plugin_host.rs`; never embedded in the agent.
 
 use sluice_plugin_sdk::{
-    ActionContext, ActionError, ActionOutcome, Command, Context, Guest, export_plugin,
-    set_output_variable,
+    ActionError, ActionOutcome, Command, Context, InvokePlugin, set_output_variable,
 };
 
 struct Probe;
 
-impl Guest for Probe {
-    fn run(ctx: ActionContext) -> Result<ActionOutcome, ActionError> {
-        let ctx = Context::new(ctx);
+impl InvokePlugin for Probe {
+    fn invoke(ctx: &Context) -> Result<ActionOutcome, ActionError> {
         let summary = match ctx.require("Mode")? {
             "noop" => "nothing done".to_string(),
             "exec" => {
@@ -59,4 +57,4 @@ impl Guest for Probe {
     }
 }
 
-export_plugin!(Probe);
+sluice_plugin_sdk::plugin!(Probe: Invoke);
