@@ -117,6 +117,10 @@ pub fn execution(e: &Value) -> String {
                         out.push_str(&format!("        {k} = {v}\n"));
                     }
                 }
+                let tests = &attempt["tests"];
+                if tests.is_object() {
+                    out.push_str(&tests_summary(tests));
+                }
             }
         }
     }
@@ -131,6 +135,34 @@ pub fn execution(e: &Value) -> String {
                 a["size"]
             ));
         }
+    }
+    out
+}
+
+/// An attempt's test report: totals, failed cases with their messages, the slowest.
+fn tests_summary(t: &Value) -> String {
+    let mut out = format!(
+        "        tests: {} total, {} passed, {} failed, {} errored, {} skipped ({} ms)\n",
+        t["total"], t["passed"], t["failed"], t["errored"], t["skipped"], t["durationMs"]
+    );
+    for case in t["failures"].as_array().into_iter().flatten() {
+        let message = str_of(&case["message"]).lines().next().unwrap_or("");
+        out.push_str(&format!(
+            "          {} {} / {}: {message}\n",
+            str_of(&case["status"]).to_uppercase(),
+            str_of(&case["suite"]),
+            str_of(&case["name"]),
+        ));
+    }
+    let slowest: Vec<String> = t["slowest"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .take(3)
+        .map(|c| format!("{} ({} ms)", str_of(&c["name"]), c["durationMs"]))
+        .collect();
+    if !slowest.is_empty() {
+        out.push_str(&format!("          slowest: {}\n", slowest.join(", ")));
     }
     out
 }

@@ -246,6 +246,7 @@ pub enum TestStatus {
 
 /// One test case a plugin reported.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TestCase {
     /// The suite (nested suites joined with " / ").
     pub suite: String,

@@ -51,6 +51,28 @@ impl InvokePlugin for Probe {
                 set_output_variable(name, &"v".repeat(size)).map_err(ActionError::Failed)?;
                 format!("set {name}")
             }
+            "secret" => {
+                // Leaks the secret every way a careless plugin could: a log line, its
+                // own stdout in pieces, a program's output, base64, and the error.
+                let name = ctx.require("SecretName")?;
+                let value = sluice_plugin_sdk::get_secret(name).map_err(ActionError::Failed)?;
+                sluice_plugin_sdk::log::info(&format!("plain: {value}"));
+                let (head, tail) = value.split_at(value.len() / 2);
+                print!("split: {head}");
+                std::io::Write::flush(&mut std::io::stdout()).ok();
+                println!("{tail}");
+                Command::new("sh")
+                    .args([
+                        "-c",
+                        "printf 'exec: %s\\n' \"$S\"; printf '%s' \"$S\" | base64 -w0; echo",
+                    ])
+                    .env("S", value.as_str())
+                    .run_checked("echoing the secret")?;
+                set_output_variable("Leak", &value).map_err(ActionError::Failed)?;
+                return Err(ActionError::Failed(format!(
+                    "failing with {value} in the message"
+                )));
+            }
             other => return Err(ActionError::InvalidConfig(format!("unknown Mode {other}"))),
         };
         Ok(ActionOutcome { summary })
