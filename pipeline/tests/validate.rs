@@ -224,3 +224,24 @@ fn unknown_fields_and_semantic_errors_are_reported_together() {
         "{found:?}"
     );
 }
+
+#[test]
+fn configuration_values_are_checked_against_the_plugin_s_types() {
+    let build = "  - name: Hook
+    actionTypeId: {category: Deploy, provider: http}
+    inputArtifacts: [Src]
+    configuration: {Url: \"https://hooks.example.com/x\", Retries: three, Method: FETCH, SendArtifact: maybe, TokenSecret: \"not a name\"}
+";
+    let found = errors(&pipeline_with_build(build), &Catalog::builtin());
+    for expected in [
+        "stages[1].actions[0].configuration.Method: Method: \"FETCH\" is not one of",
+        "stages[1].actions[0].configuration.Retries: Retries: \"three\" is not a whole number",
+        "stages[1].actions[0].configuration.SendArtifact: SendArtifact: \"maybe\" is not true or false",
+        "stages[1].actions[0].configuration.TokenSecret: TokenSecret: \"not a name\" must name a secret",
+    ] {
+        assert!(
+            found.iter().any(|e| e.starts_with(expected)),
+            "{expected:?} not in {found:#?}"
+        );
+    }
+}
