@@ -506,3 +506,56 @@ fn invoke_wasm_junit_and_a_plugin_of_the_previous_wit_version_run_in_pipelines()
         "{shown}"
     );
 }
+
+#[test]
+fn plugin_run_runs_built_in_plugins_locally_and_checks_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("client.toml");
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(input.join("name.txt"), "world\n").unwrap();
+    let out = dir.path().join("out");
+    let stdout = ok(sluice(&config)
+        .args(["plugin", "run", "build-commands", "--config"])
+        .arg("Commands=echo \"hello $(cat name.txt)\" > greeting.txt")
+        .args(["--config", "OutputPaths=greeting.txt", "--input"])
+        .arg(format!("Source={}", input.display()))
+        .arg("--output")
+        .arg(&out)
+        .env("XDG_CACHE_HOME", dir.path().join("cache")));
+    assert!(stdout.starts_with("Succeeded: "), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("greeting.txt")).unwrap(),
+        "hello world\n"
+    );
+
+    // A failing run exits 4 with its message; secrets given to the run are masked.
+    let (status, stdout, stderr) = run(sluice(&config)
+        .args(["plugin", "run", "build-commands", "--config"])
+        .arg("Commands=echo \"token is $(cat name.txt)-42\"; exit 3")
+        .args(["--secret", "T=world-42", "--input"])
+        .arg(format!("Source={}", input.display()))
+        .env("XDG_CACHE_HOME", dir.path().join("cache")));
+    assert_eq!(status.status.code(), Some(4), "{stdout}{stderr}");
+    assert!(stdout.contains("Failed: "), "{stdout}");
+    assert!(stderr.contains("token is ***"), "{stderr}");
+    assert!(!stderr.contains("world-42"), "{stderr}");
+
+    // --check lists new commits of a git source, oldest first.
+    let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
+    let check = |last: Option<&str>| {
+        let mut cmd = sluice(&config);
+        cmd.args(["plugin", "run", "source-git", "--check", "--config"])
+            .arg(format!("RepositoryUrl={}", repo.display()))
+            .env("XDG_CACHE_HOME", dir.path().join("cache"));
+        if let Some(last) = last {
+            cmd.args(["--last", last]);
+        }
+        ok(&mut cmd)
+    };
+    let first = check(None);
+    let head = first.split_whitespace().next().unwrap().to_string();
+    assert_eq!(head.len(), 40, "{first}");
+    assert!(first.contains("Initial commit"), "{first}");
+    assert_eq!(check(Some(&head)).trim(), "No new revisions.");
+}

@@ -1458,6 +1458,19 @@ mod tests {
         shared::<RunOutcome>();
     }
 
+    /// A released WIT version is frozen: plugins built against it must keep working, so
+    /// its file may never change. A new interface is a new version folder.
+    #[test]
+    fn the_released_wit_0_1_0_is_unchanged() {
+        use sha2::Digest as _;
+        let wit = include_str!("../../plugin-sdk/wit/0.1.0/plugin.wit");
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(wit.as_bytes())),
+            "802dfe4b45df4c5d388814ae37d71c29908a163eb223ec5f8ebc437faf3e2ccb",
+            "plugin-sdk/wit/0.1.0 was edited; released versions are frozen"
+        );
+    }
+
     #[test]
     fn durations_read_like_go() {
         assert_eq!(format_duration(Duration::from_millis(500)), "500ms");

@@ -833,6 +833,48 @@ async fn deploy_directory_switches_releases_atomically() {
 }
 
 #[tokio::test]
+async fn deploy_directory_keeps_as_many_releases_as_configured() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let target = root.path().join("site");
+    let target_text = target.to_str().expect("utf-8").to_string();
+    for i in 1..=4 {
+        let ws = Workspace::new();
+        std::fs::write(ws.input("BuildOut").join("a.txt"), format!("v{i}")).expect("write");
+        let mut request = ws.request(
+            "Deploy",
+            &[("TargetDirectory", &target_text), ("KeepReleases", "2")],
+            &["BuildOut"],
+            &[],
+        );
+        request.execution_id = format!("exec-{i}");
+        let (outcome, log) = run(&plugin("Deploy", "directory"), request).await;
+        succeeded(outcome, &log);
+    }
+    let mut kept: Vec<String> = std::fs::read_dir(root.path().join("site.sluice/releases"))
+        .expect("releases")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, ["exec-3", "exec-4"]);
+
+    // A value that is not a whole number is refused before anything is touched.
+    let ws = Workspace::new();
+    ws.input("BuildOut");
+    let request = ws.request(
+        "Deploy",
+        &[("TargetDirectory", &target_text), ("KeepReleases", "all")],
+        &["BuildOut"],
+        &[],
+    );
+    let (outcome, log) = run(&plugin("Deploy", "directory"), request).await;
+    let message = failed(outcome, &log);
+    assert!(
+        message.contains("KeepReleases: \"all\" is not a whole number"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn deploy_directory_leaves_a_real_directory_alone() {
     let root = tempfile::tempdir().expect("tempdir");
     let target = root.path().join("site");
@@ -968,4 +1010,143 @@ fn compile_versus_cached_load_times() {
         "  noop action via PluginHost::run: {:.2?} each (n={n})",
         started.elapsed() / n
     );
+}
+
+/// A one-shot HTTP server on 127.0.0.1 answering every request with `response`;
+/// returns its port and a counter of requests served.
+fn http_server(response: &'static str) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = stream.write_all(response.as_bytes());
+        }
+    });
+    (port, served)
+}
+
+#[tokio::test]
+async fn http_reaches_only_granted_hosts_and_follows_no_redirect_off_them() {
+    let (port, served) =
+        http_server("HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello");
+    let url = format!("http://127.0.0.1:{port}/ping");
+    let ws = Workspace::new();
+
+    // Not granted: refused before any connection, naming the capability.
+    let (outcome, log) = run(
+        &probe(),
+        ws.request("Invoke", &[("Mode", "http"), ("Program", &url)], &[], &[]),
+    )
+    .await;
+    let message = failed(outcome, &log);
+    assert!(
+        message.contains("host 127.0.0.1 is not granted to plugin test-probe: it needs the capability host:127.0.0.1"),
+        "{message}"
+    );
+    assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // Granted for another port only: still refused.
+    let grants = |hosts: &[&str]| sluice_proto::Grants {
+        hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        ..probe().grants.clone()
+    };
+    let other_port = probe().with_grants(grants(&["127.0.0.1:1"]));
+    let (outcome, log) = run(
+        &other_port,
+        ws.request("Invoke", &[("Mode", "http"), ("Program", &url)], &[], &[]),
+    )
+    .await;
+    assert!(failed(outcome, &log).contains("needs the capability host:127.0.0.1"));
+
+    // Granted: the answer comes back.
+    let granted = probe().with_grants(grants(&["127.0.0.1"]));
+    let (outcome, log) = run(
+        &granted,
+        ws.request("Invoke", &[("Mode", "http"), ("Program", &url)], &[], &[]),
+    )
+    .await;
+    let (summary, _) = succeeded(outcome, &log);
+    assert_eq!(summary, "status 200: hello");
+
+    // A redirect to a host that is not granted is handed back, never followed.
+    let (redirect_port, _) = http_server(
+        "HTTP/1.1 302 Found\r\nlocation: http://example.com/\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let (outcome, log) = run(
+        &granted,
+        ws.request(
+            "Invoke",
+            &[
+                ("Mode", "http"),
+                ("Program", &format!("http://127.0.0.1:{redirect_port}/")),
+            ],
+            &[],
+            &[],
+        ),
+    )
+    .await;
+    let (summary, _) = succeeded(outcome, &log);
+    assert_eq!(summary, "status 302: ");
+}
+
+#[tokio::test]
+async fn environment_variables_and_secrets_are_read_only_when_granted() {
+    let ws = Workspace::new();
+    // PATH is set for every agent; the plugin still may not read it ungranted.
+    let (outcome, log) = run(
+        &probe(),
+        ws.request("Invoke", &[("Mode", "env"), ("Name", "PATH")], &[], &[]),
+    )
+    .await;
+    assert!(
+        failed(outcome, &log).contains(
+            "environment variable PATH is not granted to plugin test-probe: it needs the capability env:PATH"
+        )
+    );
+    let granted = probe().with_grants(sluice_proto::Grants {
+        env: vec!["PATH".to_string()],
+        ..probe().grants.clone()
+    });
+    let (outcome, log) = run(
+        &granted,
+        ws.request("Invoke", &[("Mode", "env"), ("Name", "PATH")], &[], &[]),
+    )
+    .await;
+    let (summary, _) = succeeded(outcome, &log);
+    assert!(summary.starts_with("PATH=/"), "{summary}");
+
+    // A secret delivered with the job but not granted is never handed to the plugin.
+    let mut request = ws.request(
+        "Invoke",
+        &[("Mode", "secret"), ("SecretName", "TOKEN")],
+        &[],
+        &[],
+    );
+    request
+        .secrets
+        .insert("TOKEN".into(), "hunter22-value".into());
+    let (outcome, log) = run(&probe(), request.clone()).await;
+    let message = failed(outcome, &log);
+    assert!(
+        message.contains(
+            "secret TOKEN is not granted to plugin test-probe: it needs the capability secret:TOKEN"
+        ),
+        "{message}"
+    );
+    assert!(!log.contains("hunter22-value"), "{log}");
+
+    // Granted, it is handed over (the executor, not the host, masks what leaves the agent).
+    let granted = probe().with_grants(sluice_proto::Grants {
+        secrets: vec!["TOKEN".to_string()],
+        ..probe().grants.clone()
+    });
+    let (outcome, log) = run(&granted, request).await;
+    assert!(failed(outcome, &log).contains("failing with hunter22-value"));
 }

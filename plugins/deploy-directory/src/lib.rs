@@ -4,7 +4,7 @@
 //! Layout, for `TargetDirectory = /srv/app`:
 //!
 //! ```text
-//! /srv/app.sluice/releases/<execution-id>/   one full copy per deployment (the last 5 kept)
+//! /srv/app.sluice/releases/<execution-id>/   one full copy per deployment (the last KeepReleases kept)
 //! /srv/app -> app.sluice/releases/<execution-id>   a relative symlink to the newest one
 //! ```
 //!
@@ -18,7 +18,7 @@ use sluice_plugin_sdk::{
 
 struct DeployDirectory;
 
-/// How many releases stay on disk, the current one included.
+/// How many releases stay on disk by default, the current one included.
 const KEEP_RELEASES: usize = 5;
 
 impl DeployPlugin for DeployDirectory {
@@ -38,6 +38,17 @@ impl DeployPlugin for DeployDirectory {
             }
         };
         let parent = if parent.is_empty() { "/" } else { parent };
+        let keep = match ctx.config("KeepReleases") {
+            None => KEEP_RELEASES,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if (1..=100).contains(&n) => n,
+                _ => {
+                    return Err(ActionError::InvalidConfig(format!(
+                        "KeepReleases must be a whole number from 1 to 100, got {text:?}"
+                    )));
+                }
+            },
+        };
         let input = match ctx.inputs() {
             [one] => one.path.clone(),
             other => {
@@ -110,7 +121,7 @@ impl DeployPlugin for DeployDirectory {
             .run_checked(&format!("switching {target} to {release}"))?;
         log::info(&format!("{target} -> {link_target}"));
 
-        prune(&releases, &release_id);
+        prune(&releases, &release_id, keep);
 
         set_output_variable("DeployedPath", &release).map_err(ActionError::Failed)?;
         Ok(ActionOutcome {
@@ -119,9 +130,9 @@ impl DeployPlugin for DeployDirectory {
     }
 }
 
-/// Removes all but the newest [`KEEP_RELEASES`] releases, never the current one.
+/// Removes all but the newest `keep` releases, never the current one.
 /// Failures are logged, not fatal: the deployment itself has succeeded.
-fn prune(releases: &str, current: &str) {
+fn prune(releases: &str, current: &str, keep: usize) {
     let listing = match Command::new("ls").args(["-1", "-t", "--", releases]).run() {
         Ok(r) if r.exit_code == 0 => r.stdout_tail,
         Ok(r) => {
@@ -139,7 +150,7 @@ fn prune(releases: &str, current: &str) {
     let old: Vec<&str> = listing
         .lines()
         .filter(|l| !l.is_empty() && *l != current)
-        .skip(KEEP_RELEASES - 1)
+        .skip(keep.saturating_sub(1))
         .collect();
     for name in old {
         let path = format!("{releases}/{name}");

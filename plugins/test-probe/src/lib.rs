@@ -51,6 +51,30 @@ impl InvokePlugin for Probe {
                 set_output_variable(name, &"v".repeat(size)).map_err(ActionError::Failed)?;
                 format!("set {name}")
             }
+            "http" => {
+                // Program holds the URL.
+                let url = ctx.require("Program")?;
+                let response = sluice_plugin_sdk::http(&sluice_plugin_sdk::HttpRequest {
+                    method: "GET".to_string(),
+                    url: url.to_string(),
+                    headers: Vec::new(),
+                    body: Vec::new(),
+                    timeout_ms: Some(5_000),
+                })
+                .map_err(ActionError::Failed)?;
+                format!(
+                    "status {}: {}",
+                    response.status,
+                    String::from_utf8_lossy(&response.body).trim()
+                )
+            }
+            "env" => {
+                let name = ctx.require("Name")?;
+                match sluice_plugin_sdk::get_env(name).map_err(ActionError::Failed)? {
+                    Some(value) => format!("{name}={value}"),
+                    None => format!("{name} is not set"),
+                }
+            }
             "secret" => {
                 // Leaks the secret every way a careless plugin could: a log line, its
                 // own stdout in pieces, a program's output, base64, and the error.
