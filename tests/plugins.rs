@@ -559,3 +559,21 @@ fn plugin_run_runs_built_in_plugins_locally_and_checks_sources() {
     assert!(first.contains("Initial commit"), "{first}");
     assert_eq!(check(Some(&head)).trim(), "No new revisions.");
 }
+
+#[test]
+fn grants_to_a_built_in_plugin_survive_a_controller_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut controller = Controller::start(dir.path(), port, &[]);
+    ok(controller
+        .cli()
+        .args(["plugin", "grant", "deploy-http", "host:hooks.example.com"]));
+    controller.kill();
+    let controller = Controller::start(dir.path(), port, &[]);
+    let shown = controller.json(&["plugin", "show", "deploy-http"]);
+    assert_eq!(
+        shown[0]["grants"],
+        serde_json::json!(["host:hooks.example.com"]),
+        "{shown:#}"
+    );
+}

@@ -193,7 +193,22 @@ impl Engine {
     pub fn register_builtin(&self, manifest: &str, wasm: &[u8]) -> Result<(), InstallError> {
         let parsed = sluice_pipeline::Manifest::parse("built-in plugin", manifest)?;
         let sha256 = self.blobs.put_bytes(wasm)?;
-        let grants = crate::plugins::grants_from(&parsed.required_grants());
+        // What it asks for by name, plus what an operator granted it before (hosts for
+        // a webhook, say) as long as the manifest still asks for that.
+        let mut granted = parsed.required_grants();
+        if let Some(old) = self
+            .store
+            .list_plugins()?
+            .into_iter()
+            .find(|p| p.id == parsed.id && p.version == parsed.version)
+        {
+            for g in crate::plugins::grant_list(&old.grants) {
+                if parsed.asks_for(&g) && !granted.contains(&g) {
+                    granted.push(g);
+                }
+            }
+        }
+        let grants = crate::plugins::grants_from(&granted);
         self.store.put_plugin(
             &store::PluginRow {
                 id: parsed.id,
