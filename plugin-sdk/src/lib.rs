@@ -60,6 +60,31 @@ pub use bindings::{ActionContext, ActionError, ActionOutcome, Guest, export_plug
 
 /// A Source action: takes a snapshot of a revision into the first output artifact, and
 /// finds new revisions for polling.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::*;
+///
+/// struct Releases;
+///
+/// impl SourcePlugin for Releases {
+///     fn fetch(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+///         let out = ctx.primary_output().ok_or_else(|| {
+///             ActionError::InvalidConfig("declare one output artifact".into())
+///         })?;
+///         std::fs::write(format!("{out}/VERSION"), "1.4.2\n")
+///             .map_err(|e| ActionError::Failed(e.to_string()))?;
+///         set_output_variable("Version", "1.4.2").map_err(ActionError::Failed)?;
+///         Ok(ActionOutcome { summary: "release 1.4.2".into() })
+///     }
+///
+///     fn check(ctx: &CheckContext) -> Result<Vec<SourceRevision>, ActionError> {
+///         let newest = SourceRevision { id: "1.4.2".into(), summary: "release 1.4.2".into() };
+///         Ok(if ctx.last_revision.as_deref() == Some("1.4.2") { vec![] } else { vec![newest] })
+///     }
+/// }
+///
+/// sluice_plugin_sdk::plugin!(Releases: Source);
+/// ```
 pub trait SourcePlugin {
     /// Fetches one revision (the newest, or the one the configuration pins) into the
     /// output artifact, and sets output variables that describe it.
@@ -71,6 +96,23 @@ pub trait SourcePlugin {
 }
 
 /// A Build action: turns input artifacts into output artifacts.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::*;
+///
+/// struct Make;
+///
+/// impl BuildPlugin for Make {
+///     fn build(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+///         let src = ctx.primary_input().unwrap_or("/workspace");
+///         // `make` must be listed in plugin.toml's capabilities.programs and granted.
+///         Command::new("make").arg("dist").cwd(src).run_checked("make dist")?;
+///         Ok(ActionOutcome { summary: "built dist".into() })
+///     }
+/// }
+///
+/// sluice_plugin_sdk::plugin!(Make: Build);
+/// ```
 pub trait BuildPlugin {
     /// Runs the build.
     fn build(ctx: &Context) -> Result<ActionOutcome, ActionError>;
@@ -78,6 +120,35 @@ pub trait BuildPlugin {
 
 /// A Test action: checks input artifacts; fails when tests fail. Report test cases with
 /// [`report_tests`] so that they are kept in the execution history.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::*;
+///
+/// struct Smoke;
+///
+/// impl TestPlugin for Smoke {
+///     fn test(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+///         let src = ctx.primary_input().unwrap_or("/workspace");
+///         let present = std::path::Path::new(&format!("{src}/index.html")).is_file();
+///         report_tests(&[TestCase {
+///             suite: "smoke".into(),
+///             classname: String::new(),
+///             name: "index.html exists".into(),
+///             status: if present { TestStatus::Passed } else { TestStatus::Failed },
+///             duration_ms: 0,
+///             message: (!present).then(|| "index.html is missing".to_string()),
+///             details: None,
+///         }])
+///         .map_err(ActionError::Failed)?;
+///         if !present {
+///             return Err(ActionError::Failed("1 of 1 tests failed".into()));
+///         }
+///         Ok(ActionOutcome { summary: "1 test passed".into() })
+///     }
+/// }
+///
+/// sluice_plugin_sdk::plugin!(Smoke: Test);
+/// ```
 pub trait TestPlugin {
     /// Runs the tests.
     fn test(ctx: &Context) -> Result<ActionOutcome, ActionError>;
@@ -85,6 +156,34 @@ pub trait TestPlugin {
 
 /// A Deploy action: puts an input artifact somewhere. Say in `plugin.toml` whether it is
 /// idempotent: a deploy that is not is never re-run by itself after its agent was lost.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::*;
+///
+/// struct Notify;
+///
+/// impl DeployPlugin for Notify {
+///     fn deploy(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+///         // The host must be granted (host:deploy.example.com), and the key that
+///         // names the secret declared `secret = true` in plugin.toml.
+///         let token = get_secret(ctx.require("TokenSecret")?).map_err(ActionError::Failed)?;
+///         let answer = http(&HttpRequest {
+///             method: "POST".into(),
+///             url: "https://deploy.example.com/hooks/shop".into(),
+///             headers: vec![("authorization".into(), format!("Bearer {token}"))],
+///             body: ctx.execution_id().as_bytes().to_vec(),
+///             timeout_ms: None,
+///         })
+///         .map_err(ActionError::Failed)?;
+///         if !(200..300).contains(&answer.status) {
+///             return Err(ActionError::Failed(format!("the hook answered {}", answer.status)));
+///         }
+///         Ok(ActionOutcome { summary: format!("hook answered {}", answer.status) })
+///     }
+/// }
+///
+/// sluice_plugin_sdk::plugin!(Notify: Deploy);
+/// ```
 pub trait DeployPlugin {
     /// Runs the deployment.
     fn deploy(ctx: &Context) -> Result<ActionOutcome, ActionError>;
@@ -92,6 +191,22 @@ pub trait DeployPlugin {
 
 /// An Invoke action: runs some logic with the pipeline's context; its output variables
 /// are what later actions see.
+///
+/// ```ignore
+/// use sluice_plugin_sdk::*;
+///
+/// struct Window;
+///
+/// impl InvokePlugin for Window {
+///     fn invoke(ctx: &Context) -> Result<ActionOutcome, ActionError> {
+///         let attempt = ctx.attempt();
+///         set_output_variable("Attempt", &attempt.to_string()).map_err(ActionError::Failed)?;
+///         Ok(ActionOutcome { summary: format!("attempt {attempt}") })
+///     }
+/// }
+///
+/// sluice_plugin_sdk::plugin!(Window: Invoke);
+/// ```
 pub trait InvokePlugin {
     /// Runs the invocation.
     fn invoke(ctx: &Context) -> Result<ActionOutcome, ActionError>;
