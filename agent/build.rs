@@ -37,7 +37,8 @@ fn main() {
     ] {
         watch(&path);
     }
-    for name in plugins.iter().chain(&test_plugins) {
+    // Every crate of the plugins workspace, libraries shared by plugins included.
+    for name in discover(&plugins_dir, "Cargo.toml") {
         let dir = plugins_dir.join(name);
         for file in ["Cargo.toml", "plugin.toml", "test-plugin.toml", "src"] {
             watch(&dir.join(file));
@@ -126,8 +127,8 @@ fn watch(path: &Path) {
     }
 }
 
-/// Plugin folder names: every `plugins/<name>/<manifest>`, sorted. Built-in plugins
-/// have a `plugin.toml`; test-only ones a `test-plugin.toml`.
+/// Folder names: every `plugins/<name>/<file>`, sorted. Built-in plugins have a
+/// `plugin.toml`; test-only ones a `test-plugin.toml`; every crate a `Cargo.toml`.
 fn discover(plugins_dir: &Path, manifest: &str) -> Vec<String> {
     let entries = fs::read_dir(plugins_dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", plugins_dir.display()));

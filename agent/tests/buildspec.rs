@@ -5,21 +5,16 @@ mod common;
 use common::{failed, succeeded, tree};
 
 use sluice_agent::plugin_host::{LoadedPlugin, PluginHost, RunOutcome, RunRequest};
+use sluice_proto::{TestCase, TestStatus};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tempfile::TempDir;
-use tokio::sync::mpsc;
 
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
-        let mut host = PluginHost::new(&cache).expect("plugin host");
-        host.load_builtins().expect("built-in plugins");
-        host
-    })
+    HOST.get_or_init(common::builtin_host)
 }
 
 fn plugin() -> Arc<LoadedPlugin> {
@@ -76,14 +71,30 @@ impl Workspace {
     }
 }
 
-async fn run(request: RunRequest) -> (RunOutcome, String) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let outcome = host().run(&plugin(), request, tx).await;
-    let mut log = Vec::new();
-    while let Ok(chunk) = rx.try_recv() {
-        log.extend_from_slice(&chunk);
+/// A JUnit report from `tests/fixtures/junit/`.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/junit")
+        .join(name)
+}
+
+/// The test cases the run reported, whether it succeeded or failed.
+fn tests(outcome: &RunOutcome) -> &[TestCase] {
+    match outcome {
+        RunOutcome::Succeeded { tests, .. } | RunOutcome::Failed { tests, .. } => tests,
     }
-    (outcome, String::from_utf8_lossy(&log).into_owned())
+}
+
+/// The reported case called `name` in suite `suite`.
+fn case<'a>(tests: &'a [TestCase], suite: &str, name: &str) -> &'a TestCase {
+    tests
+        .iter()
+        .find(|c| c.suite == suite && c.name == name)
+        .unwrap_or_else(|| panic!("no test case {suite:?} / {name:?} in {tests:#?}"))
+}
+
+async fn run(request: RunRequest) -> (RunOutcome, String) {
+    common::run_on(host(), &plugin(), request).await
 }
 
 #[tokio::test]
@@ -515,4 +526,228 @@ async fn a_command_that_exits_the_shell_is_named() {
         "{message}"
     );
     assert!(!log.contains("never-post\n"), "{log}");
+}
+
+/// A buildspec whose build copies JUnit fixtures (Surefire, pytest) and writes a report
+/// with no named suite, read by a group with a base-directory and one with discard-paths.
+const REPORTS_SPEC: &str = r#"version: 0.2
+phases:
+  build:
+    commands:
+      - mkdir -p build/reports/java build/reports/py build/reports/smoke
+      - cp fixtures/TEST-com.example.shop.CartTest.xml build/reports/java/
+      - cp fixtures/pytest-xunit2.xml build/reports/py/pytest.xml
+      - echo '<testsuites><testcase classname="smoke" name="starts" time="0.5"/></testsuites>' > build/reports/smoke/smoke.xml
+reports:
+  unit:
+    files: ['**/*.xml']
+    base-directory: build/reports
+  smoke:
+    files: ['build/reports/smoke/*.xml']
+    discard-paths: yes
+"#;
+
+#[tokio::test]
+async fn junit_reports_are_recorded_as_test_results_with_the_group_as_suite_prefix() {
+    let ws = Workspace::new();
+    let src = ws.input("Src");
+    std::fs::create_dir_all(src.join("fixtures")).expect("mkdir");
+    for name in ["TEST-com.example.shop.CartTest.xml", "pytest-xunit2.xml"] {
+        std::fs::copy(fixture(name), src.join("fixtures").join(name)).expect("copy fixture");
+    }
+    let (outcome, log) = ws.run_spec(REPORTS_SPEC, &[]).await;
+    let recorded = tests(&outcome).to_vec();
+    let (summary, vars) = succeeded(outcome, &log);
+
+    // unit: CartTest (5 cases), pytest (4) and smoke (1); smoke: the smoke report again.
+    assert_eq!(recorded.len(), 11, "{recorded:#?}");
+    let failure = case(
+        &recorded,
+        "unit / com.example.shop.CartTest",
+        "appliesDiscount",
+    );
+    assert_eq!(failure.status, TestStatus::Failed);
+    assert_eq!(failure.classname, "com.example.shop.CartTest");
+    assert_eq!(failure.duration_ms, 27);
+    assert_eq!(
+        failure.message.as_deref(),
+        Some("expected: <90.00> but was: <100.00>")
+    );
+    assert!(
+        failure
+            .details
+            .as_deref()
+            .is_some_and(|d| d.contains("CartTest.java:42")),
+        "{failure:?}"
+    );
+    assert_eq!(
+        case(
+            &recorded,
+            "unit / com.example.shop.CartTest",
+            "checksOutEmptyCart"
+        )
+        .status,
+        TestStatus::Errored
+    );
+    let skipped = case(&recorded, "unit / pytest", "test_search_unicode");
+    assert_eq!(skipped.status, TestStatus::Skipped);
+    assert_eq!(skipped.message.as_deref(), Some("ICU not installed"));
+    assert_eq!(
+        case(&recorded, "unit / pytest", "test_search[shoes]").duration_ms,
+        1052
+    );
+    // A case outside any named suite takes the report's path under base-directory, or
+    // only its file name with discard-paths.
+    let nested = case(&recorded, "unit / smoke/smoke.xml", "starts");
+    assert_eq!(
+        (nested.status, nested.duration_ms),
+        (TestStatus::Passed, 500)
+    );
+    assert_eq!(
+        case(&recorded, "smoke / smoke.xml", "starts").classname,
+        "smoke"
+    );
+    assert!(
+        recorded
+            .iter()
+            .all(|c| c.suite.starts_with("unit / ") || c.suite.starts_with("smoke / ")),
+        "{recorded:#?}"
+    );
+
+    // The count variables and the summary are still there.
+    for (name, value) in [
+        ("unit_Tests", "10"),
+        ("unit_Failures", "1"),
+        ("unit_Errors", "1"),
+        ("unit_Skipped", "2"),
+        ("smoke_Tests", "1"),
+        ("smoke_Failures", "0"),
+    ] {
+        assert_eq!(
+            vars.get(name).map(String::as_str),
+            Some(value),
+            "{name}: {vars:?}"
+        );
+    }
+    assert!(summary.contains("unit: 6/10 tests passed"), "{summary}");
+    assert!(summary.contains("smoke: 1/1 tests passed"), "{summary}");
+    assert!(
+        log.contains(
+            "Report group unit: 10 test(s), 6 passed, 1 failed, 1 error(s), 2 skipped (3 file(s))\n"
+        ),
+        "{log}"
+    );
+
+    // A failed build still records its reports, as CodeBuild does.
+    let failing = REPORTS_SPEC.replace("reports:\n", "      - sh -c 'exit 2'\nreports:\n");
+    let (outcome, log) = ws.run_spec(&failing, &[]).await;
+    assert_eq!(tests(&outcome).len(), 11, "{:#?}", tests(&outcome));
+    assert_eq!(
+        failed(outcome, &log),
+        "phase BUILD failed: command exited with status 2: sh -c 'exit 2'"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_report_is_a_warning_naming_the_file_and_the_build_succeeds() {
+    let ws = Workspace::new();
+    let src = ws.input("Src");
+    std::fs::create_dir_all(src.join("fixtures")).expect("mkdir");
+    for name in ["broken.xml", "pytest-xunit2.xml"] {
+        std::fs::copy(fixture(name), src.join("fixtures").join(name)).expect("copy fixture");
+    }
+    let spec = r#"version: 0.2
+phases:
+  build:
+    commands:
+      - mkdir -p reports
+      - cp fixtures/broken.xml reports/TEST-broken.xml
+      - cp fixtures/pytest-xunit2.xml reports/pytest.xml
+      - echo '<project><modelVersion>4.0.0</modelVersion></project>' > reports/pom.xml
+reports:
+  unit:
+    files: ['*.xml']
+    base-directory: reports
+"#;
+    let (outcome, log) = ws.run_spec(spec, &[]).await;
+    let recorded = tests(&outcome).to_vec();
+    let (summary, vars) = succeeded(outcome, &log);
+
+    for warning in [
+        "WARN: [buildspec] report group unit: report reports/TEST-broken.xml is not \
+         well-formed XML: line 5, column 34: expected 'failure' tag, not 'failre'; fix the \
+         report or leave it out of reports.unit.files. Its test cases are not recorded; a bad \
+         report does not fail the build\n",
+        "WARN: [buildspec] report group unit: report reports/pom.xml is not a JUnit XML \
+         report: its root element is <project>, not <testsuites> or <testsuite>; leave it out \
+         of reports.unit.files.",
+        "Report group unit: 4 test(s), 3 passed, 0 failed, 0 error(s), 1 skipped (3 file(s), \
+         2 of them not read: see the warnings above)\n",
+    ] {
+        assert!(log.contains(warning), "missing {warning:?} in log:\n{log}");
+    }
+    // The good report is recorded; nothing of the broken one (not even its first case).
+    assert_eq!(recorded.len(), 4, "{recorded:#?}");
+    assert!(
+        recorded.iter().all(|c| c.suite == "unit / pytest"),
+        "{recorded:#?}"
+    );
+    assert_eq!(vars.get("unit_Tests").map(String::as_str), Some("4"));
+    assert!(summary.contains("unit: 3/4 tests passed"), "{summary}");
+}
+
+#[tokio::test]
+async fn source_version_and_build_number_set_the_codebuild_variables() {
+    let ws = Workspace::new();
+    let src = ws.input("Src");
+    std::fs::write(
+        src.join("buildspec.yml"),
+        r#"version: 0.2
+env:
+  variables:
+    CODEBUILD_SOURCE_VERSION: from-the-buildspec
+phases:
+  build:
+    commands:
+      - echo "resolved=${CODEBUILD_RESOLVED_SOURCE_VERSION-unset} source=${CODEBUILD_SOURCE_VERSION-unset}"
+      - echo "number=$CODEBUILD_BUILD_NUMBER"
+"#,
+    )
+    .expect("write buildspec");
+    let commit = "9fceb02d0ae598e95dc970b74767f19372d61af8";
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs()
+    };
+    let before = now();
+    let padded = format!(" {commit}\n");
+    let (outcome, log) = run(ws.request(&[("SourceVersion", &padded)], &["Src"], &[])).await;
+    let after = now();
+    succeeded(outcome, &log);
+    assert!(
+        log.contains(&format!("resolved={commit} source={commit}\n")),
+        "{log}"
+    );
+    // The build number: digits, the build's start in seconds since the epoch.
+    let number = log
+        .lines()
+        .find_map(|l| l.strip_prefix("number="))
+        .unwrap_or_else(|| panic!("no number= line in log:\n{log}"));
+    let number: u64 = number
+        .parse()
+        .unwrap_or_else(|e| panic!("CODEBUILD_BUILD_NUMBER {number:?} is not a number: {e}"));
+    assert!(
+        (before..=after).contains(&number),
+        "{before} <= {number} <= {after}"
+    );
+
+    // Without SourceVersion neither variable is set by Sluice.
+    let (outcome, log) = run(ws.request(&[], &["Src"], &[])).await;
+    succeeded(outcome, &log);
+    assert!(
+        log.contains("resolved=unset source=from-the-buildspec\n"),
+        "{log}"
+    );
 }

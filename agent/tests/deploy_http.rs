@@ -1,11 +1,13 @@
 //! The `deploy-http` plugin (Deploy/http) run through the real plugin host against a real
 //! HTTP server on 127.0.0.1 that records every request and answers scripted statuses.
 
+mod common;
+
 use sluice_agent::plugin_host::{LoadedPlugin, PluginHost, RunOutcome, RunRequest};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -16,12 +18,7 @@ const TOKEN: &str = "s3cr3t-hook-token-4711";
 
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
-        let mut host = PluginHost::new(&cache).expect("plugin host");
-        host.load_builtins().expect("built-in plugins");
-        host
-    })
+    HOST.get_or_init(common::builtin_host)
 }
 
 /// The built-in plugin with 127.0.0.1 and the secret HOOK_TOKEN granted.

@@ -2,6 +2,8 @@
 //! pytest, Jest, cargo2junit and cargo-nextest (`tests/fixtures/junit/`), run through the
 //! real plugin host.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -14,12 +16,7 @@ use tokio::sync::mpsc;
 
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
-        let mut host = PluginHost::new(&cache).expect("plugin host");
-        host.load_builtins().expect("built-in plugins");
-        host
-    })
+    HOST.get_or_init(common::builtin_host)
 }
 
 fn plugin() -> Arc<LoadedPlugin> {

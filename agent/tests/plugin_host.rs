@@ -3,7 +3,7 @@
 //! misbehaves on request to exercise the sandbox.
 
 mod common;
-use common::{failed, succeeded, tree};
+use common::{cache_dir, failed, succeeded, tree};
 
 use sluice_agent::plugin_host::{LoadSource, LoadedPlugin, PluginHost, RunOutcome, RunRequest};
 use std::os::unix::fs::PermissionsExt;
@@ -14,17 +14,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 use tokio::sync::mpsc;
 
-/// Compiled plugins are cached across tests (and test runs) here.
-fn cache_dir() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
-}
-
 /// One host shared by all tests: built-ins plus the probe.
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
     HOST.get_or_init(|| {
-        let mut host = PluginHost::new(&cache_dir()).expect("plugin host");
-        host.load_builtins().expect("built-in plugins");
+        let mut host = common::builtin_host();
         host.load("test-probe", &probe_manifest(), &probe_wasm())
             .expect("probe plugin");
         host
@@ -104,13 +98,7 @@ impl Workspace {
 
 /// Runs an action and returns its outcome and its log.
 async fn run(plugin: &LoadedPlugin, request: RunRequest) -> (RunOutcome, String) {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let outcome = host().run(plugin, request, tx).await;
-    let mut log = Vec::new();
-    while let Ok(chunk) = rx.try_recv() {
-        log.extend_from_slice(&chunk);
-    }
-    (outcome, String::from_utf8_lossy(&log).into_owned())
+    common::run_on(host(), plugin, request).await
 }
 
 fn sh(cwd: &Path, script: &str) -> String {

@@ -20,12 +20,7 @@ use tokio::sync::mpsc;
 
 fn host() -> &'static PluginHost {
     static HOST: OnceLock<PluginHost> = OnceLock::new();
-    HOST.get_or_init(|| {
-        let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache");
-        let mut host = PluginHost::new(&cache).expect("plugin host");
-        host.load_builtins().expect("built-in plugins");
-        host
-    })
+    HOST.get_or_init(common::builtin_host)
 }
 
 fn plugin() -> Arc<LoadedPlugin> {

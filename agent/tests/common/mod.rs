@@ -5,7 +5,34 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use sluice_agent::plugin_host::RunOutcome;
+use sluice_agent::plugin_host::{LoadedPlugin, PluginHost, RunOutcome, RunRequest};
+
+/// Where the test binaries cache compiled plugins (shared across tests and runs).
+pub fn cache_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache")
+}
+
+/// A plugin host with the built-in plugins loaded.
+pub fn builtin_host() -> PluginHost {
+    let mut host = PluginHost::new(&cache_dir()).expect("plugin host");
+    host.load_builtins().expect("built-in plugins");
+    host
+}
+
+/// Runs an action on `host`; returns its outcome and its whole log.
+pub async fn run_on(
+    host: &PluginHost,
+    plugin: &LoadedPlugin,
+    request: RunRequest,
+) -> (RunOutcome, String) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let outcome = host.run(plugin, request, tx).await;
+    let mut log = Vec::new();
+    while let Ok(chunk) = rx.try_recv() {
+        log.extend_from_slice(&chunk);
+    }
+    (outcome, String::from_utf8_lossy(&log).into_owned())
+}
 
 /// The summary and output variables of a successful run; panics with the log otherwise.
 pub fn succeeded(outcome: RunOutcome, log: &str) -> (String, BTreeMap<String, String>) {

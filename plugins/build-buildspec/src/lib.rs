@@ -4,11 +4,14 @@
 //! script run with a single `exec` of `sh` (or `bash` when `env.shell: bash`), so `cd`,
 //! `export` and shell variables carry over between commands and phases as in CodeBuild.
 //! The script records how each phase ended in a state file; afterwards the plugin reads
-//! it, sets the exported variables, counts JUnit reports and copies the artifacts.
+//! it, sets the exported variables, records the JUnit reports' test cases (parsed by the
+//! shared `sluice-junit-report` crate, as `test-junit` does) and copies the artifacts.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use sluice_junit_report::{self as junit, Counts, TestCase};
 use sluice_plugin_sdk::{
-    ActionError, ActionOutcome, BuildPlugin, Command, Context, TestPlugin, log, set_output_variable,
+    ActionError, ActionOutcome, BuildPlugin, Command, Context, TestPlugin, log, report_tests,
+    set_output_variable,
 };
 use std::collections::BTreeMap;
 use yaml_rust2::{Yaml, YamlLoader};
@@ -60,10 +63,15 @@ impl BuildPlugin for BuildBuildspec {
             "CODEBUILD_BUILD_ID",
             &format!("{}:{}", ctx.pipeline(), ctx.execution_id()),
         );
+        put("CODEBUILD_BUILD_NUMBER", &build_number().to_string());
         put(
             "CODEBUILD_INITIATOR",
             &format!("codepipeline/{}", ctx.pipeline()),
         );
+        if let Some(version) = ctx.config("SourceVersion").map(str::trim) {
+            put("CODEBUILD_RESOLVED_SOURCE_VERSION", version);
+            put("CODEBUILD_SOURCE_VERSION", version);
+        }
         put("CODEBUILD_BUILD_SUCCEEDING", "1");
 
         // Scratch files: the script, its state file and the exported variables.
@@ -145,6 +153,18 @@ impl BuildPlugin for BuildBuildspec {
         }
         Ok(ActionOutcome { summary })
     }
+}
+
+/// `CODEBUILD_BUILD_NUMBER`: CodeBuild counts the builds of a project (1, 2, 3...), but a
+/// plugin is given no such counter: its attempt number starts again at 1 in every
+/// execution and the execution id is a UUID. What scripts rely on (a decimal number that
+/// grows with every build, retries included, and differs between builds, e.g. for image
+/// tags) is kept by using the build's start time in seconds since the Unix epoch.
+fn build_number() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -834,7 +854,13 @@ fn check_artifact_targets(ctx: &Context, spec: &Buildspec) -> Result<(), ActionE
     Ok(())
 }
 
-/// Counts one report group; returns a note for the summary.
+/// Test cases sent to the host per `report-tests` call.
+const BATCH: usize = 1000;
+
+/// Reads one report group: records its test cases in the execution history (suites
+/// prefixed with the group's name) and sets its count variables; returns a note for the
+/// summary. A file that cannot be read or parsed is a warning, not a failure: CodeBuild
+/// does not fail a build for a bad report.
 fn run_report(src: &str, group: &str, r: &ReportSpec) -> Result<Option<String>, ActionError> {
     let what = format!("reports.{group}");
     if r.format != "JUNITXML" {
@@ -852,33 +878,66 @@ fn run_report(src: &str, group: &str, r: &ReportSpec) -> Result<Option<String>, 
         ));
         return Ok(None);
     }
-    let mut counts = JunitCounts::default();
+    let setting = format!("{what}.files");
+    let mut cases: Vec<TestCase> = Vec::new();
+    let mut unread = 0usize;
     for f in &found {
-        let path = format!("{base_dir}/{f}");
-        match std::fs::read_to_string(&path) {
-            Ok(xml) => counts.add(&xml),
-            Err(e) => log::warn(&format!(
-                "[buildspec] report group {group}: cannot read {f}: {e}"
-            )),
+        // Messages name the file relative to the primary input, where it can be found.
+        let shown = match r.base_directory.as_deref() {
+            Some(base) if base != "." => format!("{base}/{f}"),
+            _ => f.clone(),
+        };
+        // Cases outside a named suite take the file's name in the report: its path under
+        // base-directory, or only its file name with discard-paths (CodeBuild flattens).
+        let unnamed = if r.discard_paths {
+            f.rsplit('/').next().unwrap_or(f)
+        } else {
+            f.as_str()
+        };
+        let parsed = junit::read_report(&format!("{base_dir}/{f}"), &shown).and_then(|text| {
+            junit::parse_report(&text, &shown, unnamed).map_err(|e| e.message(&setting))
+        });
+        match parsed {
+            Ok(file_cases) => cases.extend(file_cases),
+            Err(message) => {
+                unread += 1;
+                log::warn(&format!(
+                    "[buildspec] report group {group}: {message}. Its test cases are not \
+                     recorded; a bad report does not fail the build"
+                ));
+            }
         }
     }
-    let _ = r.discard_paths; // paths are not shown anywhere; accepted for compatibility
-    let passed = counts
-        .tests
-        .saturating_sub(counts.failures + counts.errors + counts.skipped);
+    for case in &mut cases {
+        case.suite = format!("{group} / {}", case.suite);
+    }
+    for batch in cases.chunks(BATCH) {
+        if let Err(e) = report_tests(batch) {
+            log::warn(&format!(
+                "[buildspec] report group {group}: the host refused the test report ({e}); \
+                 the remaining cases are counted but not recorded"
+            ));
+            break;
+        }
+    }
+    let counts = Counts::of(&cases);
+    let files = if unread == 0 {
+        format!("{} file(s)", found.len())
+    } else {
+        format!(
+            "{} file(s), {unread} of them not read: see the warnings above",
+            found.len()
+        )
+    };
     log::info(&format!(
-        "[buildspec] Report group {group}: {} test(s), {passed} passed, {} failed, {} error(s), {} skipped ({} file(s))",
-        counts.tests,
-        counts.failures,
-        counts.errors,
-        counts.skipped,
-        found.len()
+        "[buildspec] Report group {group}: {} test(s), {} passed, {} failed, {} error(s), {} skipped ({files})",
+        counts.total, counts.passed, counts.failed, counts.errored, counts.skipped,
     ));
     let var = sanitise(group);
     for (suffix, n) in [
-        ("Tests", counts.tests),
-        ("Failures", counts.failures),
-        ("Errors", counts.errors),
+        ("Tests", counts.total),
+        ("Failures", counts.failed),
+        ("Errors", counts.errored),
         ("Skipped", counts.skipped),
     ] {
         set_output_variable(&format!("{var}_{suffix}"), &n.to_string())
@@ -886,7 +945,7 @@ fn run_report(src: &str, group: &str, r: &ReportSpec) -> Result<Option<String>, 
     }
     Ok(Some(format!(
         "{group}: {}/{} tests passed",
-        passed, counts.tests
+        counts.passed, counts.total
     )))
 }
 
@@ -902,53 +961,6 @@ fn sanitise(name: &str) -> String {
         })
         .take(100)
         .collect()
-}
-
-#[derive(Debug, Default)]
-struct JunitCounts {
-    tests: usize,
-    failures: usize,
-    errors: usize,
-    skipped: usize,
-}
-
-impl JunitCounts {
-    /// Counts `<testcase>` elements and the `<failure>`, `<error>` and `<skipped>`
-    /// elements inside them, ignoring comments and CDATA sections.
-    fn add(&mut self, xml: &str) {
-        let text = strip_between(&strip_between(xml, "<!--", "-->"), "<![CDATA[", "]]>");
-        let mut rest = text.as_str();
-        while let Some(i) = rest.find('<') {
-            rest = &rest[i + 1..];
-            let end = rest
-                .find(|c: char| c.is_whitespace() || c == '>' || c == '/')
-                .unwrap_or(rest.len());
-            match &rest[..end] {
-                "testcase" => self.tests += 1,
-                "failure" => self.failures += 1,
-                "error" => self.errors += 1,
-                "skipped" => self.skipped += 1,
-                _ => {}
-            }
-        }
-    }
-}
-
-fn strip_between(text: &str, open: &str, close: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find(open) {
-        out.push_str(&rest[..i]);
-        match rest[i + open.len()..].find(close) {
-            Some(j) => rest = &rest[i + open.len() + j + close.len()..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 impl TestPlugin for BuildBuildspec {

@@ -2,31 +2,26 @@
 //! every test case to the host and fails the action when a test failed.
 //!
 //! Report files are found with glob patterns relative to the primary input. Each file is
-//! parsed with `roxmltree`; the shapes handled are a `<testsuites>` root or a bare
-//! `<testsuite>`, suites nested in suites (names joined with " / "), and the dialects of
-//! Maven Surefire, pytest (xunit1 and xunit2), jest-junit, cargo2junit and cargo-nextest.
+//! parsed by the shared `sluice-junit-report` crate (also used by `build-buildspec`); the
+//! shapes handled are a `<testsuites>` root or a bare `<testsuite>`, suites nested in
+//! suites (names joined with " / "), and the dialects of Maven Surefire, pytest (xunit1
+//! and xunit2), jest-junit, cargo2junit and cargo-nextest.
 
 use std::collections::BTreeSet;
 
 use glob::{MatchOptions, Pattern};
-use roxmltree::{Document, Node, ParsingOptions};
+use sluice_junit_report::{cut, parse_report, read_report};
 use sluice_plugin_sdk::{
     ActionError, ActionOutcome, Context, TestCase, TestPlugin, TestStatus, log, relative_path,
     report_tests, set_output_variable,
 };
 
-/// The most bytes of a failure's details kept (the contract's limit).
-const DETAILS_MAX: usize = 4096;
-/// The most bytes of a failure message kept.
-const MESSAGE_MAX: usize = 1024;
 /// The most bytes of one failure message quoted in the action's error.
 const LISTED_MESSAGE_MAX: usize = 200;
 /// Test cases sent to the host per `report-tests` call.
 const BATCH: usize = 1000;
 /// Failed cases named in the action's error.
 const LISTED: usize = 5;
-/// Suites nested deeper than this are refused (a report is not that deep).
-const MAX_DEPTH: usize = 64;
 /// The most patterns one `{a,b}` pattern may expand to.
 const MAX_EXPANSIONS: usize = 256;
 
@@ -48,10 +43,12 @@ impl TestPlugin for Junit {
         let mut cases = Vec::new();
         for rel in &files {
             let shown = format!("{}/{rel}", input.name);
-            let text = read_report(&format!("{}/{rel}", input.path), &shown)?;
-            let before = cases.len();
-            parse_report(&text, &shown, &mut cases).map_err(ActionError::Failed)?;
-            log::info(&format!("{shown}: {} test case(s)", cases.len() - before));
+            let text = read_report(&format!("{}/{rel}", input.path), &shown)
+                .map_err(ActionError::Failed)?;
+            let found = parse_report(&text, &shown, &shown)
+                .map_err(|e| ActionError::Failed(e.message("ReportPaths")))?;
+            log::info(&format!("{shown}: {} test case(s)", found.len()));
+            cases.extend(found);
         }
         let mut tally = Tally::new(config.fail_on_skipped);
         for case in &cases {
@@ -352,209 +349,6 @@ fn walk(base: &str, rel: &str, out: &mut BTreeSet<String>) {
     } else if !rel.is_empty() && std::fs::metadata(&full).is_ok_and(|m| m.is_file()) {
         out.insert(rel.to_string());
     }
-}
-
-fn read_report(path: &str, shown: &str) -> Result<String, ActionError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| ActionError::Failed(format!("cannot read report {shown}: {e}")))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(text) => text,
-        // Latin-1 reports are read as well as they can be rather than refused.
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    };
-    Ok(match text.strip_prefix('\u{feff}') {
-        Some(rest) => rest.to_string(),
-        None => text,
-    })
-}
-
-// ---------------------------------------------------------------------------------------
-// Parsing JUnit XML
-
-/// Adds the test cases of one report to `cases`; `shown` names the file in errors and is the suite of
-/// cases that have no suite name.
-fn parse_report(text: &str, shown: &str, cases: &mut Vec<TestCase>) -> Result<(), String> {
-    let options = ParsingOptions {
-        allow_dtd: true,
-        ..ParsingOptions::default()
-    };
-    let doc = Document::parse_with_options(text, options).map_err(|e| {
-        let pos = e.pos();
-        let what = e.to_string();
-        let what = what
-            .strip_suffix(&format!(" at {pos}"))
-            .unwrap_or(&what)
-            .to_string();
-        format!(
-            "report {shown} is not well-formed XML: line {}, column {}: {what}; fix the \
-             report or leave it out of ReportPaths",
-            pos.row, pos.col
-        )
-    })?;
-    let root = doc.root_element();
-    let mut walker = Walker {
-        file: shown,
-        fallback: shown,
-        suites: Vec::new(),
-        out: cases,
-    };
-    match root.tag_name().name() {
-        "testsuites" => {
-            // Cases directly under <testsuites> (rare) take its name as their suite.
-            let name = attr(root, "name").unwrap_or(shown);
-            walker.fallback = name;
-            walker.children(root, 0)?;
-        }
-        "testsuite" => walker.suite(root, 0)?,
-        other => {
-            return Err(format!(
-                "report {shown} is not a JUnit XML report: its root element is <{other}>, \
-                 not <testsuites> or <testsuite>; leave it out of ReportPaths"
-            ));
-        }
-    }
-    Ok(())
-}
-
-struct Walker<'a> {
-    /// The report, for errors.
-    file: &'a str,
-    /// The suite of cases outside any named suite.
-    fallback: &'a str,
-    suites: Vec<String>,
-    out: &'a mut Vec<TestCase>,
-}
-
-impl Walker<'_> {
-    fn suite(&mut self, node: Node, depth: usize) -> Result<(), String> {
-        if depth > MAX_DEPTH {
-            return Err(format!(
-                "report {}: test suites are nested more than {MAX_DEPTH} deep; this is not \
-                 a JUnit report Sluice can read",
-                self.file
-            ));
-        }
-        self.suites
-            .push(attr(node, "name").unwrap_or_default().to_string());
-        let result = self.children(node, depth);
-        self.suites.pop();
-        result
-    }
-
-    fn children(&mut self, node: Node, depth: usize) -> Result<(), String> {
-        for child in node.children().filter(Node::is_element) {
-            match child.tag_name().name() {
-                "testsuite" => self.suite(child, depth + 1)?,
-                "testcase" => {
-                    let suite = self.suite_name();
-                    self.out.push(test_case(child, suite));
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    fn suite_name(&self) -> String {
-        let named: Vec<&str> = self
-            .suites
-            .iter()
-            .map(String::as_str)
-            .filter(|s| !s.is_empty())
-            .collect();
-        if named.is_empty() {
-            self.fallback.to_string()
-        } else {
-            named.join(" / ")
-        }
-    }
-}
-
-fn test_case(node: Node, suite: String) -> TestCase {
-    let mut case = TestCase {
-        suite,
-        classname: attr(node, "classname")
-            .or_else(|| attr(node, "class"))
-            .or_else(|| attr(node, "file"))
-            .unwrap_or_default()
-            .to_string(),
-        name: attr(node, "name").unwrap_or_default().to_string(),
-        status: TestStatus::Passed,
-        duration_ms: attr(node, "time").map(duration_ms).unwrap_or(0),
-        message: None,
-        details: None,
-    };
-    for child in node.children().filter(Node::is_element) {
-        let status = match child.tag_name().name() {
-            "failure" => TestStatus::Failed,
-            "error" => TestStatus::Errored,
-            "skipped" => TestStatus::Skipped,
-            _ => continue,
-        };
-        // The first failure or error decides; a skip only counts if there is neither.
-        let replace = match case.status {
-            TestStatus::Passed => true,
-            TestStatus::Skipped => !matches!(status, TestStatus::Skipped),
-            TestStatus::Failed | TestStatus::Errored => false,
-        };
-        if !replace {
-            continue;
-        }
-        let text: String = child
-            .descendants()
-            .filter(Node::is_text)
-            .filter_map(|n| n.text())
-            .collect();
-        let text = text.trim();
-        let first_line = text.lines().map(str::trim).find(|l| !l.is_empty());
-        case.status = status;
-        case.message = attr(child, "message")
-            .or(first_line)
-            .or_else(|| attr(child, "type"))
-            .map(|m| cut(m, MESSAGE_MAX));
-        case.details = (!text.is_empty()).then(|| cut(text, DETAILS_MAX));
-    }
-    case
-}
-
-/// A trimmed, non-empty attribute.
-fn attr<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
-    node.attribute(name)
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-}
-
-/// Seconds ("0.001", "12", "1,234.5", "0,25", "1.5s") to whole milliseconds; 0 if unreadable.
-fn duration_ms(text: &str) -> u64 {
-    let t = text.trim().trim_end_matches('s');
-    let t = if t.contains('.') {
-        t.replace(',', "")
-    } else {
-        t.replace(',', ".")
-    };
-    match t.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 => {
-            let ms = (secs * 1000.0).round();
-            if ms >= u64::MAX as f64 {
-                u64::MAX
-            } else {
-                ms as u64
-            }
-        }
-        _ => 0,
-    }
-}
-
-/// At most `max` bytes of `text`, cut at a character boundary and marked with "…".
-fn cut(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 // ---------------------------------------------------------------------------------------
