@@ -150,7 +150,7 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
         .arg(&manifest)
         .arg("--grant-all"));
     assert!(
-        shown.contains("Asks for: program:sh, program:echo, secret:* (any you grant)"),
+        shown.contains("Asks for: program:sh, program:echo, host:* (any you grant), secret:* (any you grant), env:* (any you grant)"),
         "{shown}"
     );
     assert!(shown.contains("Installed test-probe version 1"), "{shown}");
@@ -213,6 +213,21 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
 
     // Version 2 runs on the agent, which fetched it by digest: it is not built in.
     let good = s.pipeline("probe", &source, PROBE_STAGE);
+    // Offline validation knows only the built-ins, and says where to look instead.
+    let (out, _, stderr) = run(c.cli().args(["pipeline", "validate"]).arg(&good));
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("hint: offline validation knows only the built-in providers"),
+        "{stderr}"
+    );
+    let remote = ok(c
+        .cli()
+        .args(["pipeline", "validate", "--remote"])
+        .arg(&good));
+    assert!(
+        remote.contains("pipeline \"probe\" is valid on https://"),
+        "{remote}"
+    );
     c.create_pipeline(&good);
     let execution = s.run("probe");
     assert_eq!(execution["status"], "Succeeded", "{execution:#}");

@@ -1034,8 +1034,8 @@ impl bindings::v0_2::sluice::plugin::host::Host for PluginState {
         Ok(self.secrets.get(&name).cloned().ok_or_else(|| {
             format!(
                 "secret {name} was not delivered to this action: it is not set on the controller \
-                 (set it with `sluice secret set {name}`) or no configuration key of the action \
-                 names it"
+                 (set it with `sluice secret set {name}`), or the plugin is granted secret:* and \
+                 no configuration key of the action names it"
             )
         }))
     }

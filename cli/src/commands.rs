@@ -79,11 +79,60 @@ pub fn validate(file: &Path, out: Output) -> anyhow::Result<u8> {
                     for d in &diagnostics.0 {
                         eprintln!("  {d}");
                     }
+                    if diagnostics
+                        .0
+                        .iter()
+                        .any(|d| d.message.starts_with("unknown provider"))
+                    {
+                        eprintln!(
+                            "hint: offline validation knows only the built-in providers; \
+                             `sluice pipeline validate --remote {}` checks against the \
+                             controller's installed plugins",
+                            file.display()
+                        );
+                    }
                 }
             }
             Ok(exit::INVALID)
         }
     }
+}
+
+/// `sluice pipeline validate --remote FILE`: the controller's plugins and grants.
+pub async fn validate_remote(
+    connect: &ConnectArgs,
+    file: &Path,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let text = read_definition(file)?;
+    let query = format_query(file);
+    let result = api
+        .send_text(
+            Method::POST,
+            &format!("/api/v1/pipelines/validate{query}"),
+            text,
+        )
+        .await?;
+    match out {
+        Output::Json => print_json(&result),
+        Output::Text => {
+            for w in result["warnings"].as_array().into_iter().flatten() {
+                eprintln!(
+                    "warning: {}: {}",
+                    w["path"].as_str().unwrap_or(""),
+                    w["message"].as_str().unwrap_or("")
+                );
+            }
+            println!(
+                "{}: pipeline \"{}\" is valid on {}",
+                file.display(),
+                result["name"].as_str().unwrap_or(""),
+                api.url()
+            );
+        }
+    }
+    Ok(exit::OK)
 }
 
 /// `sluice pipeline create|update FILE`.

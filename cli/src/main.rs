@@ -224,10 +224,14 @@ enum PipelineCommand {
     },
     /// List pipelines.
     List,
-    /// Check a definition file without a controller; prints every problem with its path.
+    /// Check a definition file; prints every problem with its path. Offline, it knows the
+    /// built-in providers; with --remote the controller checks it against its plugins.
     Validate {
         /// The definition file.
         file: PathBuf,
+        /// Ask the controller, which also knows installed plugins and their grants.
+        #[arg(long)]
+        remote: bool,
     },
     /// Start an execution; prints its id.
     Start {
@@ -318,7 +322,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Up(args) => server::up(args, out).await,
         Command::Controller(args) => server::controller(args).await,
-        Command::Pipeline(PipelineCommand::Validate { file }) => commands::validate(&file, out),
+        Command::Pipeline(PipelineCommand::Validate {
+            file,
+            remote: false,
+        }) => commands::validate(&file, out),
+        Command::Pipeline(PipelineCommand::Validate { file, remote: true }) => {
+            commands::validate_remote(connect, &file, out).await
+        }
         Command::Pipeline(PipelineCommand::Create { file }) => {
             commands::save_pipeline(connect, &file, false, out).await
         }

@@ -133,7 +133,8 @@ api_version = "0.2.0"
 owner = "Custom"
 categories = ["{category}"]
 provider = "{name}"
-# Whether a lost attempt may be run again by itself.
+# Whether running an action twice is safe (a lost attempt of a plugin that is not is
+# never re-run by itself).
 idempotent = {idempotent}
 description = "A {lower} plugin."
 
@@ -161,99 +162,39 @@ description = "What to say."
     )
 }
 
+/// The plugin's code, from templates kept rustfmt-clean in `templates/`.
 fn lib_rs(name: &str, category: Category) -> String {
-    let body = match category {
-        Category::Source => r#"use sluice_plugin_sdk::{
-    ActionError, ActionOutcome, CheckContext, Context, SourcePlugin, SourceRevision, log,
-    set_output_variable,
-};
-
-struct Plugin;
-
-impl SourcePlugin for Plugin {
-    fn fetch(ctx: &Context) -> Result<ActionOutcome, ActionError> {
-        let greeting = ctx.require("Greeting")?;
-        let out = ctx.primary_output().ok_or_else(|| {
-            ActionError::InvalidConfig("declare one output artifact".to_string())
-        })?;
-        std::fs::write(format!("{out}/greeting.txt"), format!("{greeting}\n"))
-            .map_err(|e| ActionError::Failed(format!("cannot write greeting.txt: {e}")))?;
-        set_output_variable("Revision", "1").map_err(ActionError::Failed)?;
-        log::info(&format!("wrote {greeting:?}"));
-        Ok(ActionOutcome {
-            summary: format!("fetched revision 1: {greeting}"),
-        })
-    }
-
-    fn check(ctx: &CheckContext) -> Result<Vec<SourceRevision>, ActionError> {
-        // One revision that never changes: replace with a real lookup.
-        if ctx.last_revision.as_deref() == Some("1") {
-            return Ok(Vec::new());
-        }
-        Ok(vec![SourceRevision {
-            id: "1".to_string(),
-            summary: "the first revision".to_string(),
-        }])
-    }
-}
-"#
-        .to_string(),
-        _ => {
-            let (trait_name, method) = match category {
-                Category::Build => ("BuildPlugin", "build"),
-                Category::Test => ("TestPlugin", "test"),
-                Category::Deploy => ("DeployPlugin", "deploy"),
-                _ => ("InvokePlugin", "invoke"),
-            };
-            let write_output = if category == Category::Build {
-                r#"
-    // Output artifacts are folders to fill; declared ones are created empty.
-    if let Some(out) = ctx.primary_output() {
-        std::fs::write(format!("{out}/greeting.txt"), format!("{greeting}, {files} file(s)\n"))
-            .map_err(|e| ActionError::Failed(format!("cannot write greeting.txt: {e}")))?;
-    }"#
-            } else {
-                ""
-            };
-            format!(
-                r#"use sluice_plugin_sdk::{{
-    ActionError, ActionOutcome, Context, {trait_name}, log, set_output_variable,
-}};
-
-struct Plugin;
-
-impl {trait_name} for Plugin {{
-    fn {method}(ctx: &Context) -> Result<ActionOutcome, ActionError> {{
-        let greeting = ctx.require("Greeting")?;
-        // Input artifacts are folders under /workspace/inputs; the plugin sees nothing else.
-        let files = match ctx.primary_input() {{
-            Some(dir) => std::fs::read_dir(dir)
-                .map_err(|e| ActionError::Failed(format!("cannot read {{dir}}: {{e}}")))?
-                .count(),
-            None => 0,
-        }};
-        log::info(&format!("{{greeting}} from {{}} ({{files}} input file(s))", ctx.action()));{write_output}
-        set_output_variable("Files", &files.to_string()).map_err(ActionError::Failed)?;
-        Ok(ActionOutcome {{
-            summary: format!("{{greeting}}: {{files}} file(s)"),
-        }})
-    }}
-}}
-"#
-            )
+    let template = match category {
+        Category::Source => include_str!("templates/source.rs"),
+        Category::Build => include_str!("templates/build.rs"),
+        Category::Test | Category::Deploy | Category::Invoke => {
+            include_str!("templates/action.rs")
         }
     };
-    format!(
-        "//! The `{name}` plugin.\n\n{body}\nsluice_plugin_sdk::plugin!(Plugin: {});\n",
-        category.name()
-    )
+    let (trait_name, method) = match category {
+        Category::Source => ("SourcePlugin", "fetch"),
+        Category::Build => ("BuildPlugin", "build"),
+        Category::Test => ("TestPlugin", "test"),
+        Category::Deploy => ("DeployPlugin", "deploy"),
+        Category::Invoke => ("InvokePlugin", "invoke"),
+    };
+    // rustfmt's order: upper-case names first, alphabetically, then the lower-case ones.
+    let mut types = ["ActionError", "ActionOutcome", "Context", trait_name];
+    types.sort_unstable();
+    let imports = format!("{}, log, set_output_variable,", types.join(", "));
+    template
+        .replace("__NAME__", name)
+        .replace("__IMPORTS__", &imports)
+        .replace("__TRAIT__", trait_name)
+        .replace("__METHOD__", method)
+        .replace("__CATEGORY__", category.name())
 }
 
 fn run_example(category: Category) -> &'static str {
     match category {
         Category::Source => "--output out",
-        Category::Build => "--input Source=. --output out",
-        _ => "--input Source=.",
+        Category::Build => "--input Source=src --output out",
+        _ => "--input Source=src",
     }
 }
 

@@ -61,7 +61,7 @@ pub struct Manifest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
-    /// Programs it may run through `exec` (names looked up on the agent's PATH).
+    /// Programs it may run through `exec` (names looked up in /usr/local/bin, /usr/bin, /bin).
     #[serde(default)]
     pub programs: Vec<String>,
     /// Hosts it may send HTTP requests to: `example.com`, `*.example.com`, `host:port`.
@@ -575,7 +575,7 @@ pub fn is_id(id: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
-/// A bare program name (looked up on PATH).
+/// A bare program name (looked up in /usr/local/bin, /usr/bin, /bin).
 fn is_program(p: &str) -> bool {
     !p.is_empty() && !p.contains('/') && !p.contains(char::is_whitespace) && p != "." && p != ".."
 }

@@ -346,7 +346,8 @@ pub struct Command {
 }
 
 impl Command {
-    /// A command running `program` (a name looked up on the agent's PATH) with no
+    /// A command running `program` (a name looked up in /usr/local/bin, /usr/bin and /bin
+    /// on the agent) with no
     /// arguments, no extra environment and `/workspace` as working directory.
     pub fn new(program: &str) -> Command {
         Command {
