@@ -592,3 +592,77 @@ fn grants_to_a_built_in_plugin_survive_a_controller_restart() {
         "{shown:#}"
     );
 }
+
+#[test]
+fn hostile_plugins_fail_only_their_own_actions_while_the_agent_serves_others() {
+    let s = setup();
+    let c = &s.controller;
+    let (wasm, manifest) = test_plugin("test-probe");
+    ok(c.cli()
+        .args(["plugin", "install"])
+        .arg(&wasm)
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--grant-all"));
+    let source = s.path().join("src");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let probe = |name: &str, config: &str| {
+        format!(
+            "      - name: {name}
+        actionTypeId: {{category: Invoke, owner: Custom, provider: sluice-test-probe, version: \"1\"}}
+        configuration: {config}
+"
+        )
+    };
+    let hostile = format!(
+        "  - name: Hostile
+    actions:
+{}{}{}",
+        probe("Bomb", "{Mode: alloc}"),
+        probe("Panic", "{Mode: panic}"),
+        probe("Escape", "{Mode: read, Cwd: /etc/passwd}"),
+    );
+    let fine = "  - name: Build
+    actions:
+      - name: Work
+        actionTypeId: {category: Build, owner: Sluice, provider: commands, version: \"1\"}
+        inputArtifacts: [Src]
+        configuration: {Commands: \"sleep 1; cat a.txt\"}
+";
+    c.create_pipeline(&s.pipeline("hostile", &source, &hostile));
+    c.create_pipeline(&s.pipeline("fine", &source, fine));
+
+    // Both at once on the one agent (capacity 4).
+    let bad = c.start_pipeline("hostile");
+    let good = c.start_pipeline("fine");
+    let bad = c.wait_finished(&bad, Duration::from_secs(120));
+    let good = c.wait_finished(&good, Duration::from_secs(120));
+    assert_eq!(good["status"], "Succeeded", "{good:#}");
+    assert_eq!(bad["status"], "Failed", "{bad:#}");
+    let error = |action: &str| {
+        attempt(&bad, "Hostile", action)["error"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        error("Bomb").contains("the memory limit is 256 MiB"),
+        "{}",
+        error("Bomb")
+    );
+    assert!(
+        error("Panic").contains("the probe panicked on purpose"),
+        "{}",
+        error("Panic")
+    );
+    assert!(
+        error("Escape").contains("cannot read /etc/passwd"),
+        "{}",
+        error("Escape")
+    );
+
+    // The agent is still there and runs the next execution.
+    let again = s.run("fine");
+    assert_eq!(again["status"], "Succeeded", "{again:#}");
+}
