@@ -300,6 +300,22 @@ async fn warm_runs(cache: &Path) -> anyhow::Result<Vec<Row>> {
         Unit::Us,
         time_runs(&host, &probe, &noop, Expect::Succeeded, WARM_UP, WARM_RUNS).await?,
     ));
+    // Store + instantiate only: the rest of the warm run is the call itself.
+    let mut instantiations = Vec::with_capacity(WARM_RUNS);
+    for i in 0..WARM_UP + WARM_RUNS {
+        let started = Instant::now();
+        host.instantiate(&probe, ws.path())
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+        if i >= WARM_UP {
+            instantiations.push(started.elapsed());
+        }
+    }
+    rows.push(Row::new(
+        "  of which store + instantiate (no call)",
+        Unit::Us,
+        instantiations,
+    ));
     // Rejected before the workspace is touched: the floor of `run` itself.
     let wrong_category = request("Deploy", &[("Mode", "noop")], &[]);
     rows.push(Row::new(
