@@ -233,6 +233,7 @@ pub async fn list_pipelines(connect: &ConnectArgs, out: Output) -> anyhow::Resul
 pub async fn start(
     connect: &ConnectArgs,
     name: &str,
+    request: &Value,
     wait: bool,
     out: Output,
 ) -> anyhow::Result<u8> {
@@ -241,7 +242,7 @@ pub async fn start(
         .send_json(
             Method::POST,
             &format!("/api/v1/pipelines/{name}/executions"),
-            &json!({}),
+            request,
         )
         .await?;
     let id = started["id"].as_str().unwrap_or("").to_string();
@@ -277,7 +278,7 @@ pub async fn wait_for(api: &Api, id: &str, live: bool) -> anyhow::Result<Value> 
             .get(&format!("/api/v1/executions/{id}?wait=1&since={revision}"))
             .await?;
         revision = e["revision"].as_str().unwrap_or("").to_string();
-        let finished = e["status"] != "InProgress";
+        let finished = e["status"] != "InProgress" && e["status"] != "Stopping";
         if live {
             tick += 1;
             let symbol = if finished {
@@ -299,6 +300,66 @@ pub async fn wait_for(api: &Api, id: &str, live: bool) -> anyhow::Result<Value> 
             return Ok(e);
         }
     }
+}
+
+/// The body of a start request (CodePipeline's StartPipelineExecution shape).
+pub fn start_request(
+    variables: &[(String, String)],
+    revisions: &[(String, String)],
+    token: Option<&str>,
+) -> Value {
+    let mut request = json!({
+        "variables": variables
+            .iter()
+            .map(|(name, value)| json!({"name": name, "value": value}))
+            .collect::<Vec<_>>(),
+        "sourceRevisions": revisions
+            .iter()
+            .map(|(action, commit)| json!({
+                "actionName": action,
+                "revisionType": "COMMIT_ID",
+                "revisionValue": commit,
+            }))
+            .collect::<Vec<_>>(),
+    });
+    if let Some(token) = token {
+        request["clientRequestToken"] = json!(token);
+    }
+    request
+}
+
+/// `sluice execution stop ID`.
+pub async fn stop(
+    connect: &ConnectArgs,
+    id: &str,
+    abandon: bool,
+    reason: &str,
+    wait: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let mut execution = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/stop"),
+            &json!({"abandon": abandon, "reason": reason}),
+        )
+        .await?;
+    if wait {
+        execution = wait_for(&api, id, out == Output::Text).await?;
+    }
+    match out {
+        Output::Json => print_json(&execution),
+        Output::Text => println!(
+            "Execution {id} is {}{}",
+            execution["status"].as_str().unwrap_or(""),
+            execution["statusSummary"]
+                .as_str()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(exit::OK)
 }
 
 /// `sluice execution get ID`.

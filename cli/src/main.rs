@@ -6,6 +6,7 @@ mod plugins;
 mod scaffold;
 mod server;
 mod show;
+mod versions;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -222,6 +223,20 @@ enum PipelineCommand {
         #[arg(long)]
         version: Option<i64>,
     },
+    /// List a pipeline's stored versions, newest first.
+    Versions {
+        /// Pipeline name.
+        name: String,
+    },
+    /// Show what changed between two stored versions of a pipeline (a unified diff).
+    Diff {
+        /// Pipeline name.
+        name: String,
+        /// The older version.
+        v1: i64,
+        /// The newer version.
+        v2: i64,
+    },
     /// List pipelines.
     List,
     /// Check a definition file; prints every problem with its path. Offline, it knows the
@@ -240,11 +255,36 @@ enum PipelineCommand {
         /// Wait for the execution to end, showing its progress; exit 4 unless it succeeded.
         #[arg(long)]
         wait: bool,
+        /// Override a pipeline variable, NAME=VALUE (it must be declared); repeat for more.
+        #[arg(long = "variable", value_name = "NAME=VALUE", value_parser = plugins::key_value)]
+        variables: Vec<(String, String)>,
+        /// Take this commit instead of the branch head, ACTION=COMMIT (git sources).
+        #[arg(long = "revision", value_name = "ACTION=COMMIT", value_parser = plugins::key_value)]
+        revisions: Vec<(String, String)>,
+        /// Idempotency: starting again with the same token returns the same execution
+        /// (CodePipeline's clientRequestToken).
+        #[arg(long = "idempotency-token", value_name = "TOKEN")]
+        idempotency_token: Option<String>,
     },
 }
 
 #[derive(Subcommand)]
 enum ExecutionCommand {
+    /// Stop an execution: running actions finish and nothing new starts (Stopping →
+    /// Stopped), or with --abandon they are abandoned and their processes killed.
+    Stop {
+        /// Execution id.
+        id: String,
+        /// Abandon running actions instead of waiting for them.
+        #[arg(long)]
+        abandon: bool,
+        /// Why, for the history.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Wait until the execution has stopped.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Show an execution with its stages, actions, attempts and artifacts.
     Get {
         /// Execution id.
@@ -338,10 +378,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Pipeline(PipelineCommand::Get { name, version }) => {
             commands::get_pipeline(connect, &name, version, out).await
         }
-        Command::Pipeline(PipelineCommand::List) => commands::list_pipelines(connect, out).await,
-        Command::Pipeline(PipelineCommand::Start { name, wait }) => {
-            commands::start(connect, &name, wait, out).await
+        Command::Pipeline(PipelineCommand::Versions { name }) => {
+            versions::list(connect, &name, out).await
         }
+        Command::Pipeline(PipelineCommand::Diff { name, v1, v2 }) => {
+            versions::diff(connect, &name, v1, v2, out).await
+        }
+        Command::Pipeline(PipelineCommand::List) => commands::list_pipelines(connect, out).await,
+        Command::Pipeline(PipelineCommand::Start {
+            name,
+            wait,
+            variables,
+            revisions,
+            idempotency_token,
+        }) => {
+            let request =
+                commands::start_request(&variables, &revisions, idempotency_token.as_deref());
+            commands::start(connect, &name, &request, wait, out).await
+        }
+        Command::Execution(ExecutionCommand::Stop {
+            id,
+            abandon,
+            reason,
+            wait,
+        }) => commands::stop(connect, &id, abandon, &reason, wait, out).await,
         Command::Execution(ExecutionCommand::Get { id }) => {
             commands::get_execution(connect, &id, out).await
         }

@@ -66,6 +66,11 @@ pub fn execution(e: &Value) -> String {
     if let Some(summary) = e["statusSummary"].as_str() {
         out.push_str(&format!("  summary:   {summary}\n"));
     }
+    for (label, key) in [("variable", "variables"), ("revision", "sourceRevisions")] {
+        for (k, v) in e[key].as_object().into_iter().flatten() {
+            out.push_str(&format!("  {label:<10} {k} = {}\n", str_of(v)));
+        }
+    }
     out.push_str(&format!(
         "  trigger:   {} ({})\n  started:   {}\n  duration:  {}\n",
         str_of(&e["triggerType"]),

@@ -107,6 +107,7 @@ impl From<crate::engine::EngineError> for ApiError {
     fn from(err: crate::engine::EngineError) -> ApiError {
         match err {
             crate::engine::EngineError::Store(e) => e.into(),
+            crate::engine::EngineError::Invalid(m) => ApiError::bad_request(m),
             other => ApiError::internal(other),
         }
     }
@@ -282,20 +283,22 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             respond(get_pipeline(s, name, q))
         });
 
+    let pipeline_versions = api
+        .and(warp::path!("pipelines" / String / "versions"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|name: String, s: ApiState| async move { respond(pipeline_versions(s, name)) });
+
     let start = api
         .and(warp::path!("pipelines" / String / "executions"))
         .and(warp::post())
         .and(authenticated(state.clone()))
         .and(warp::header::optional::<String>("x-sluice-user"))
+        .and(warp::body::content_length_limit(256 * 1024))
+        .and(warp::body::bytes())
         .and_then(
-            |name: String, s: ApiState, who: Option<String>| async move {
-                let detail = who.unwrap_or_else(|| "api".into());
-                respond(
-                    s.engine
-                        .start_execution(&name, "StartPipelineExecution", &detail)
-                        .map_err(ApiError::from)
-                        .and_then(|e| json(StatusCode::CREATED, &e)),
-                )
+            |name: String, s: ApiState, who: Option<String>, body: Bytes| async move {
+                respond(start_execution(s, name, who, body))
             },
         );
 
@@ -337,6 +340,16 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
                 respond(get_log(s, id, attempt, q).await)
             },
         );
+
+    let stop = api
+        .and(warp::path!("executions" / String / "stop"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(|id: String, s: ApiState, req: StopRequest| async move {
+            respond(stop_execution(s, id, req))
+        });
 
     let list_plugins = api
         .and(warp::path!("plugins"))
@@ -431,10 +444,12 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         update_pipeline.boxed(),
         list_pipelines.boxed(),
         get_pipeline.boxed(),
+        pipeline_versions.boxed(),
         start.boxed(),
         list_executions.boxed(),
         get_execution.boxed(),
         get_log.boxed(),
+        stop.boxed(),
         list_plugins.boxed(),
         show_plugin.boxed(),
         install_plugin.boxed(),
@@ -877,6 +892,11 @@ fn get_pipeline(s: ApiState, name: String, q: VersionQuery) -> ApiResult {
             "definition": definition,
         }),
     )
+}
+
+fn pipeline_versions(s: ApiState, name: String) -> ApiResult {
+    let versions = s.engine.store().pipeline_versions(&name)?;
+    json(StatusCode::OK, &versions)
 }
 
 // ---- executions ------------------------------------------------------------------
@@ -1343,4 +1363,102 @@ fn put_secret(s: ApiState, name: String, req: SecretRequest) -> ApiResult {
     }
     s.engine.set_secret(&name, &req.value)?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// ---- stopping --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StopRequest {
+    /// Abandon running actions instead of waiting for them.
+    #[serde(default)]
+    abandon: bool,
+    /// Why, for the history (at most 200 characters).
+    #[serde(default)]
+    reason: String,
+}
+
+fn stop_execution(s: ApiState, id: String, req: StopRequest) -> ApiResult {
+    if req.reason.chars().count() > 200 {
+        return Err(ApiError {
+            errors: vec![FieldError {
+                path: "reason".into(),
+                message: "must be at most 200 characters".into(),
+            }],
+            ..ApiError::bad_request("reason: must be at most 200 characters")
+        });
+    }
+    let execution = s.engine.stop_execution(&id, req.abandon, &req.reason)?;
+    json(StatusCode::OK, &execution)
+}
+
+// ---- starting --------------------------------------------------------------------
+
+/// CodePipeline's StartPipelineExecution body; every field optional.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    variables: Vec<NameValue>,
+    #[serde(default)]
+    source_revisions: Vec<SourceRevisionOverride>,
+    #[serde(default)]
+    client_request_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameValue {
+    name: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SourceRevisionOverride {
+    action_name: String,
+    revision_type: String,
+    revision_value: String,
+}
+
+fn start_execution(s: ApiState, name: String, who: Option<String>, body: Bytes) -> ApiResult {
+    let request: StartRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        StartRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("malformed start request: {e}")))?
+    };
+    let mut options = crate::engine::StartOptions {
+        client_request_token: request.client_request_token,
+        ..Default::default()
+    };
+    for v in request.variables {
+        if options.variables.insert(v.name.clone(), v.value).is_some() {
+            return Err(ApiError::bad_request(format!(
+                "variables: {} is given twice",
+                v.name
+            )));
+        }
+    }
+    for r in request.source_revisions {
+        if r.revision_type != "COMMIT_ID" {
+            return Err(ApiError::bad_request(format!(
+                "sourceRevisions.{}: revisionType {:?} is not supported; use COMMIT_ID",
+                r.action_name, r.revision_type
+            )));
+        }
+        options
+            .source_revisions
+            .insert(r.action_name, r.revision_value);
+    }
+    let detail = who.unwrap_or_else(|| "api".into());
+    let (execution, created) =
+        s.engine
+            .start_execution_with(&name, "StartPipelineExecution", &detail, &options)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    json(status, &execution)
 }

@@ -79,6 +79,100 @@ pub enum EngineError {
     /// A secret could not be sealed or opened.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A request was not valid; the message says what to change.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What a start request may set beside the pipeline (CodePipeline's
+/// `StartPipelineExecution`).
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Pipeline variable overrides, by name (names must be declared by the pipeline).
+    pub variables: BTreeMap<String, String>,
+    /// Commit ids to take instead of the branch heads, by source action name.
+    pub source_revisions: BTreeMap<String, String>,
+    /// Idempotency: a second start with the same token returns the first execution.
+    pub client_request_token: Option<String>,
+}
+
+/// The providers a COMMIT_ID revision override applies to, and the configuration key
+/// it sets.
+const COMMIT_ID_KEYS: &[(&str, &str)] = &[("git", "CommitId")];
+
+/// Checks a start request against the definition: the resolved pipeline variables
+/// (defaults, then overrides) and the source revision overrides. Every problem is
+/// reported at once.
+fn start_inputs(
+    def: &Pipeline,
+    options: &StartOptions,
+) -> Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+    let mut problems = Vec::new();
+    if options.variables.len() > 50 {
+        problems.push(format!(
+            "variables: at most 50 overrides, {} given",
+            options.variables.len()
+        ));
+    }
+    let mut variables: BTreeMap<String, String> = def
+        .variables
+        .iter()
+        .filter_map(|v| v.default_value.clone().map(|d| (v.name.clone(), d)))
+        .collect();
+    for (name, value) in &options.variables {
+        if !def.variables.iter().any(|v| &v.name == name) {
+            let declared: Vec<&str> = def.variables.iter().map(|v| v.name.as_str()).collect();
+            problems.push(format!(
+                "variables.{name}: pipeline {} declares no variable {name} (declared: {})",
+                def.name,
+                if declared.is_empty() {
+                    "none".to_string()
+                } else {
+                    declared.join(", ")
+                }
+            ));
+        } else if value.is_empty() || value.chars().count() > 1000 {
+            problems.push(format!(
+                "variables.{name}: the value must be 1 to 1000 characters"
+            ));
+        } else {
+            variables.insert(name.clone(), value.clone());
+        }
+    }
+    let sources = def
+        .stages
+        .first()
+        .map(|s| s.actions.as_slice())
+        .unwrap_or(&[]);
+    for (action, revision) in &options.source_revisions {
+        let Some(found) = sources.iter().find(|a| &a.name == action) else {
+            let names: Vec<&str> = sources.iter().map(|a| a.name.as_str()).collect();
+            problems.push(format!(
+                "sourceRevisions.{action}: no source action {action} in pipeline {} (its source actions: {})",
+                def.name,
+                names.join(", ")
+            ));
+            continue;
+        };
+        let provider = &found.action_type_id.provider;
+        if !COMMIT_ID_KEYS.iter().any(|(p, _)| p == provider) {
+            problems.push(format!(
+                "sourceRevisions.{action}: provider {provider} takes no COMMIT_ID revision (git does)"
+            ));
+        } else if revision.is_empty()
+            || revision.len() > 64
+            || !revision.chars().all(|c| c.is_ascii_hexdigit())
+        {
+            problems.push(format!(
+                "sourceRevisions.{action}: {revision:?} is not a commit id (4 to 64 hex digits)"
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok((variables, options.source_revisions.clone()))
+    } else {
+        Err(EngineError::Invalid(problems.join("; ")))
+    }
 }
 
 type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -515,22 +609,61 @@ impl Engine {
         trigger_type: &str,
         trigger_detail: &str,
     ) -> Result<store::ExecutionRow> {
+        self.start_execution_with(
+            pipeline,
+            trigger_type,
+            trigger_detail,
+            &StartOptions::default(),
+        )
+        .map(|(execution, _)| execution)
+    }
+
+    /// Starts an execution with pipeline variable overrides, source revision overrides
+    /// and an idempotency token. Returns the execution and whether it is new: a token
+    /// seen before for this pipeline returns the execution it started.
+    pub fn start_execution_with(
+        &self,
+        pipeline: &str,
+        trigger_type: &str,
+        trigger_detail: &str,
+        options: &StartOptions,
+    ) -> Result<(store::ExecutionRow, bool)> {
+        if let Some(token) = &options.client_request_token {
+            if token.is_empty()
+                || token.len() > 128
+                || !token.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(EngineError::Invalid(format!(
+                    "clientRequestToken {token:?} must be 1 to 128 characters of A-Z a-z 0-9 -"
+                )));
+            }
+            if let Some(existing) = self.store.execution_by_token(pipeline, token)? {
+                return Ok((existing, false));
+            }
+        }
         let version = self.store.pipeline_version(pipeline, None)?;
         let id = uuid::Uuid::new_v4().to_string();
         let mut st = self.lock();
+        let def = self.definition(&mut st, pipeline, version.version)?;
+        let (variables, source_revisions) = start_inputs(&def, options)?;
         self.store.insert_execution(
             &id,
             pipeline,
             version.version,
-            trigger_type,
-            trigger_detail,
+            &store::NewExecution {
+                trigger_type,
+                trigger_detail,
+                variables,
+                source_revisions,
+                client_request_token: options.client_request_token.as_deref(),
+            },
         )?;
         tracing::info!(execution = %id, pipeline, "Execution started.");
         self.advance(&mut st, &id)?;
         self.dispatch(&mut st)?;
         drop(st);
         self.emit(Event::Execution(id.clone()));
-        Ok(self.store.execution(&id)?)
+        Ok((self.store.execution(&id)?, true))
     }
 
     fn definition(&self, st: &mut State, name: &str, version: i64) -> Result<Arc<Pipeline>> {
@@ -566,6 +699,10 @@ impl Engine {
     /// One evaluation pass; returns true if another pass is needed.
     fn advance_once(&self, st: &mut State, execution_id: &str) -> Result<bool> {
         let execution = self.store.execution(execution_id)?;
+        if execution.status == "Stopping" {
+            self.finish_stopping(&execution)?;
+            return Ok(false);
+        }
         if execution.status != "InProgress" {
             return Ok(false);
         }
@@ -664,6 +801,109 @@ impl Engine {
         }
         self.finish_execution(execution_id, "Succeeded", None)?;
         Ok(false)
+    }
+
+    /// A stopping execution starts nothing new; once no attempt of it is offered or
+    /// running, its open stages and the execution itself end as Stopped.
+    fn finish_stopping(&self, execution: &store::ExecutionRow) -> Result<()> {
+        let attempts = self.store.attempts(&execution.id)?;
+        if attempts
+            .iter()
+            .any(|a| a.phase == phase::OFFERED || a.phase == phase::RUNNING)
+        {
+            return Ok(());
+        }
+        for stage in self.store.stages(&execution.id)? {
+            if stage.status == "InProgress" {
+                self.store
+                    .finish_stage(&execution.id, stage.stage_index, "Stopped")?;
+            }
+        }
+        self.finish_execution(
+            &execution.id,
+            "Stopped",
+            execution.status_summary.as_deref(),
+        )
+    }
+
+    /// Stops an execution. Stop and wait (`abandon` false): actions already running
+    /// finish, nothing new starts, and the execution goes Stopping → Stopped. Abandon:
+    /// running actions are marked Abandoned at once and their agents told to cancel them
+    /// (killing the plugin and its processes). Either way, actions not started yet are
+    /// Abandoned. Abandon may follow a stop that is still waiting.
+    pub fn stop_execution(
+        &self,
+        id: &str,
+        abandon: bool,
+        reason: &str,
+    ) -> Result<store::ExecutionRow> {
+        let mut st = self.lock();
+        let execution = self.store.execution(id)?;
+        match execution.status.as_str() {
+            "InProgress" => {}
+            "Stopping" if abandon => {}
+            "Stopping" => {
+                return Err(StoreError::Conflict(format!(
+                    "execution {id} is already stopping and waits for its running actions; \
+                     add --abandon to abandon them"
+                ))
+                .into());
+            }
+            other => {
+                return Err(StoreError::Conflict(format!(
+                    "execution {id} is {other}; only an execution in progress can be stopped"
+                ))
+                .into());
+            }
+        }
+        let how = if abandon { "abandoned" } else { "stopped" };
+        let summary = if reason.trim().is_empty() {
+            format!("Execution {how} by request")
+        } else {
+            format!("Execution {how} by request: {}", reason.trim())
+        };
+        self.store
+            .set_execution_status(id, "Stopping", Some(&summary))?;
+        for attempt in self.store.attempts(id)? {
+            let in_flight = attempt.phase == phase::OFFERED || attempt.phase == phase::RUNNING;
+            if attempt.phase == phase::QUEUED {
+                st.queue.remove(&attempt.id);
+                self.store.end_attempt(
+                    attempt.id,
+                    &attempt.fencing_token,
+                    "Abandoned",
+                    "not started: the execution was stopped",
+                )?;
+            } else if abandon
+                && in_flight
+                && self.store.end_attempt(
+                    attempt.id,
+                    &attempt.fencing_token,
+                    "Abandoned",
+                    &format!("abandoned: {summary}"),
+                )?
+            {
+                if let Some(row) = self.store.log(attempt.id)? {
+                    self.store
+                        .finish_log(attempt.id, row.stored_length, "", false)?;
+                }
+                if let Some(held) = st.held.remove(&attempt.id)
+                    && let Some(session) = st.sessions.get_mut(&held.agent_id)
+                {
+                    session.held.remove(&attempt.id);
+                    let _ = session.tx.send(ControllerMessage::Cancel {
+                        attempt_id: attempt.id,
+                        reason: summary.clone(),
+                    });
+                }
+            }
+        }
+        tracing::info!(execution = %id, abandon, reason, "Execution stopping.");
+        self.advance(&mut st, id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(id.to_string()));
+        Ok(self.store.execution(id)?)
     }
 
     fn finish_execution(
@@ -824,12 +1064,7 @@ impl Engine {
         codepipeline.insert("PipelineExecutionId".to_string(), execution.id.clone());
         codepipeline.insert("PipelineName".to_string(), execution.pipeline_name.clone());
         namespaces.insert("codepipeline".into(), codepipeline);
-        let variables = def
-            .variables
-            .iter()
-            .filter_map(|v| v.default_value.clone().map(|d| (v.name.clone(), d)))
-            .collect();
-        namespaces.insert("variables".into(), variables);
+        namespaces.insert("variables".into(), execution.variables.clone());
         let needs_outputs = action.configuration.values().any(|v| v.contains("#{"));
         if needs_outputs {
             let attempts = self
@@ -862,6 +1097,14 @@ impl Engine {
                 key.clone(),
                 substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?,
             );
+        }
+        // A revision pinned at start replaces the branch head for this source action.
+        if let Some(revision) = execution.source_revisions.get(&action.name)
+            && let Some((_, key)) = COMMIT_ID_KEYS
+                .iter()
+                .find(|(p, _)| *p == action.action_type_id.provider)
+        {
+            resolved.insert(key.to_string(), revision.clone());
         }
         Ok(resolved)
     }

@@ -22,6 +22,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_plugins_secrets_tests",
         include_str!("../migrations/0002_plugins_secrets_tests.sql"),
     ),
+    (
+        "0003_execution_inputs",
+        include_str!("../migrations/0003_execution_inputs.sql"),
+    ),
 ];
 
 /// Errors from the store.
@@ -106,6 +110,22 @@ pub struct PipelineVersion {
     pub created_at_ms: i64,
 }
 
+/// One stored version of a pipeline, as listed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionSummary {
+    /// Version number.
+    pub version: i64,
+    /// When this version was stored, ms since epoch.
+    pub created_at_ms: i64,
+    /// How many stages its definition has.
+    pub stages: usize,
+    /// How many actions, over all its stages.
+    pub actions: usize,
+    /// Whether it is the pipeline's current version.
+    pub current: bool,
+}
+
 /// An execution row.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -130,6 +150,25 @@ pub struct ExecutionRow {
     pub started_at_ms: i64,
     /// End, ms since epoch.
     pub finished_at_ms: Option<i64>,
+    /// The pipeline variables it runs with: declared defaults and start overrides.
+    pub variables: BTreeMap<String, String>,
+    /// Source revisions the start request pinned, by source action name.
+    pub source_revisions: BTreeMap<String, String>,
+}
+
+/// What an execution starts with, beside its pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct NewExecution<'a> {
+    /// What started it, e.g. StartPipelineExecution.
+    pub trigger_type: &'a str,
+    /// Who or what, in more detail.
+    pub trigger_detail: &'a str,
+    /// Resolved pipeline variables.
+    pub variables: BTreeMap<String, String>,
+    /// Source revision overrides by action name.
+    pub source_revisions: BTreeMap<String, String>,
+    /// The caller's idempotency token.
+    pub client_request_token: Option<&'a str>,
 }
 
 /// A stage execution row.
@@ -429,6 +468,53 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Every stored version of a pipeline, newest first.
+    pub fn pipeline_versions(&self, name: &str) -> Result<Vec<VersionSummary>> {
+        let conn = self.conn();
+        let current: Option<i64> = conn
+            .query_row(
+                "SELECT current_version FROM pipelines WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(current) = current else {
+            return Err(StoreError::NotFound(format!(
+                "pipeline \"{name}\" does not exist; see `sluice pipeline list`"
+            )));
+        };
+        let mut stmt = conn.prepare(
+            "SELECT version, created_at_ms, definition FROM pipeline_versions
+             WHERE pipeline_name = ?1 ORDER BY version DESC",
+        )?;
+        let rows = stmt.query_map([name], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (version, created_at_ms, definition) = row?;
+            let definition: serde_json::Value = serde_json::from_str(&definition)?;
+            let stages = definition["stages"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            out.push(VersionSummary {
+                version,
+                created_at_ms,
+                stages: stages.len(),
+                actions: stages
+                    .iter()
+                    .map(|s| s["actions"].as_array().map_or(0, Vec::len))
+                    .sum(),
+                current: version == current,
+            });
+        }
+        Ok(out)
+    }
+
     // ---- executions ------------------------------------------------------------
 
     /// Records a new execution (InProgress).
@@ -437,18 +523,43 @@ impl Store {
         id: &str,
         pipeline: &str,
         version: i64,
-        trigger_type: &str,
-        trigger_detail: &str,
+        new: &NewExecution<'_>,
     ) -> Result<ExecutionRow> {
         let conn = self.conn();
         let now = now_ms();
         conn.execute(
-            "INSERT INTO executions (id, seq, pipeline_name, pipeline_version, status, trigger_type, trigger_detail, started_at_ms)
-             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executions), ?2, ?3, 'InProgress', ?4, ?5, ?6)",
-            params![id, pipeline, version, trigger_type, trigger_detail, now],
+            "INSERT INTO executions (id, seq, pipeline_name, pipeline_version, status, trigger_type,
+                 trigger_detail, started_at_ms, variables, source_revisions, client_request_token)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executions), ?2, ?3, 'InProgress',
+                 ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                id,
+                pipeline,
+                version,
+                new.trigger_type,
+                new.trigger_detail,
+                now,
+                serde_json::to_string(&new.variables)?,
+                serde_json::to_string(&new.source_revisions)?,
+                new.client_request_token
+            ],
         )?;
         conn.query_row(EXECUTION_SELECT_BY_ID, [id], execution_from_row)
             .map_err(StoreError::from)
+    }
+
+    /// The execution of `pipeline` started with this idempotency token, if any.
+    pub fn execution_by_token(&self, pipeline: &str, token: &str) -> Result<Option<ExecutionRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "{EXECUTION_SELECT} WHERE pipeline_name = ?1 AND client_request_token = ?2"
+                ),
+                params![pipeline, token],
+                execution_from_row,
+            )
+            .optional()?)
     }
 
     /// One execution.
@@ -467,13 +578,11 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<ExecutionRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary, trigger_type,
-                    trigger_detail, started_at_ms, finished_at_ms
-             FROM executions
-             WHERE (?1 IS NULL OR pipeline_name = ?1) AND (?2 IS NULL OR seq < ?2)
-             ORDER BY seq DESC LIMIT ?3",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "{EXECUTION_SELECT}
+                 WHERE (?1 IS NULL OR pipeline_name = ?1) AND (?2 IS NULL OR seq < ?2)
+                 ORDER BY seq DESC LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(params![pipeline, before_seq, limit], execution_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -481,8 +590,9 @@ impl Store {
     /// Ids of executions still in progress, oldest first.
     pub fn executions_in_progress(&self) -> Result<Vec<String>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id FROM executions WHERE status = 'InProgress' ORDER BY seq")?;
+        let mut stmt = conn.prepare(
+            "SELECT id FROM executions WHERE status IN ('InProgress', 'Stopping') ORDER BY seq",
+        )?;
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -494,7 +604,8 @@ impl Store {
         status: &str,
         summary: Option<&str>,
     ) -> Result<()> {
-        let finished = (status != "InProgress").then(now_ms);
+        let finished = !matches!(status, "InProgress" | "Stopping");
+        let finished = finished.then(now_ms);
         self.conn().execute(
             "UPDATE executions SET status = ?2, status_summary = ?3, finished_at_ms = COALESCE(?4, finished_at_ms) WHERE id = ?1",
             params![id, status, summary, finished],
@@ -1306,9 +1417,13 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
     })
 }
 
-const EXECUTION_SELECT_BY_ID: &str =
-    "SELECT id, seq, pipeline_name, pipeline_version, status, status_summary,
-    trigger_type, trigger_detail, started_at_ms, finished_at_ms FROM executions WHERE id = ?1";
+const EXECUTION_SELECT: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
+    status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
+    source_revisions FROM executions";
+
+const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
+    status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
+    source_revisions FROM executions WHERE id = ?1";
 
 const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
     fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
@@ -1339,6 +1454,8 @@ fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
         trigger_detail: r.get(7)?,
         started_at_ms: r.get(8)?,
         finished_at_ms: r.get(9)?,
+        variables: json_map(r, 10)?,
+        source_revisions: json_map(r, 11)?,
     })
 }
 
@@ -1423,7 +1540,16 @@ mod tests {
         let store = Store::open_in_memory().unwrap();
         store.create_pipeline("p", "{}").unwrap();
         store
-            .insert_execution("e1", "p", 1, "StartPipelineExecution", "test")
+            .insert_execution(
+                "e1",
+                "p",
+                1,
+                &NewExecution {
+                    trigger_type: "StartPipelineExecution",
+                    trigger_detail: "test",
+                    ..NewExecution::default()
+                },
+            )
             .unwrap();
         let config = BTreeMap::new();
         let id = store

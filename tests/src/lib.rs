@@ -284,7 +284,7 @@ impl Controller {
     pub fn wait_finished(&self, id: &str, timeout: Duration) -> Value {
         wait_for(&format!("execution {id} to finish"), timeout, || {
             let e = self.execution(id);
-            (e["status"] != "InProgress").then_some(e)
+            (e["status"] != "InProgress" && e["status"] != "Stopping").then_some(e)
         })
     }
 

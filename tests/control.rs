@@ -1,0 +1,298 @@
+//! End-to-end tests of the controls people use on a running execution: stop and wait,
+//! and abandon. Real controller and agent processes, real plugins and processes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use sluice_e2e::*;
+
+/// Source (directory) → Build (one `commands` action) → Ship (one `commands` action).
+fn three_stages(dir: &Path, build: &str) -> std::path::PathBuf {
+    let source = dir.join("src");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: stoppable
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Work
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "{build}"}}
+        inputArtifacts: [Code]
+  - name: Ship
+    actions:
+      - name: Publish
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo shipped"}}
+        inputArtifacts: [Code]
+"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn action(execution: &serde_json::Value, stage: usize) -> &serde_json::Value {
+    &execution["stages"][stage]["actions"][0]
+}
+
+/// Waits until the Build action runs on the agent.
+fn wait_running(controller: &Controller, id: &str) {
+    wait_for("the Build action to run", Duration::from_secs(60), || {
+        let e = controller.execution(id);
+        let attempt = action(&e, 1)["attempts"].as_array()?.last()?.clone();
+        (attempt["phase"] == "running").then_some(())
+    });
+}
+
+/// Whether a process with `needle` in its command line is alive.
+fn process_alive(needle: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().any(|entry| {
+        let path = entry.unwrap().path().join("cmdline");
+        std::fs::read(path)
+            .map(|c| {
+                String::from_utf8_lossy(&c)
+                    .replace('\0', " ")
+                    .contains(needle)
+            })
+            .unwrap_or(false)
+    })
+}
+
+#[test]
+fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    controller.create_pipeline(&three_stages(dir.path(), "sleep 2; echo built"));
+
+    let id = controller.start_pipeline("stoppable");
+    wait_running(&controller, &id);
+    let stopping = controller.json(&["execution", "stop", &id, "--reason", "bad change"]);
+    assert_eq!(stopping["status"], "Stopping", "{stopping:#}");
+    // A second stop-and-wait is refused; it says how to abandon instead.
+    let (out, _, stderr) = run(controller.cli().args(["execution", "stop", &id]));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("already stopping"), "{stderr}");
+    assert!(stderr.contains("--abandon"), "{stderr}");
+
+    let stopped = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(stopped["status"], "Stopped", "{stopped:#}");
+    assert_eq!(
+        stopped["statusSummary"],
+        "Execution stopped by request: bad change"
+    );
+    // The running action finished; the next stage never started.
+    assert_eq!(action(&stopped, 1)["status"], "Succeeded", "{stopped:#}");
+    assert_eq!(stopped["stages"][1]["status"], "Stopped");
+    assert!(stopped["stages"][2]["status"].is_null(), "{stopped:#}");
+    assert!(
+        action(&stopped, 2)["attempts"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    // Only an execution in progress can be stopped.
+    let (out, _, stderr) = run(controller.cli().args(["execution", "stop", &id]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is Stopped; only an execution in progress can be stopped"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    // A marker no other process on the machine has in its command line.
+    let marker = format!(
+        "{}.{}",
+        30 + std::process::id() % 100,
+        std::process::id() % 1000
+    );
+    controller.create_pipeline(&three_stages(
+        dir.path(),
+        &format!("sleep {marker}; echo never"),
+    ));
+
+    let id = controller.start_pipeline("stoppable");
+    wait_running(&controller, &id);
+    wait_for("the sleep to start", Duration::from_secs(30), || {
+        process_alive(&format!("sleep {marker}")).then_some(())
+    });
+    let stopped = controller.json(&["execution", "stop", &id, "--abandon", "--wait"]);
+    assert_eq!(stopped["status"], "Stopped", "{stopped:#}");
+    let work = action(&stopped, 1);
+    assert_eq!(work["status"], "Abandoned", "{stopped:#}");
+    let attempt = &work["attempts"][0];
+    assert_eq!(
+        attempt["error"],
+        "abandoned: Execution abandoned by request"
+    );
+    assert!(stopped["stages"][2]["status"].is_null(), "{stopped:#}");
+    // The agent was told to cancel: the plugin and its process group are gone.
+    wait_for(
+        "the abandoned process to die",
+        Duration::from_secs(15),
+        || (!process_alive(&format!("sleep {marker}"))).then_some(()),
+    );
+
+    // The agent is free again and runs the next execution to the end.
+    controller.create_pipeline(&{
+        let other = dir.path().join("other");
+        std::fs::create_dir_all(&other).unwrap();
+        let file = three_stages(&other, "echo quick");
+        let text = std::fs::read_to_string(&file)
+            .unwrap()
+            .replace("name: stoppable", "name: quick");
+        std::fs::write(&file, text).unwrap();
+        file
+    });
+    let next = controller.start_pipeline("quick");
+    let next = controller.wait_finished(&next, Duration::from_secs(60));
+    assert_eq!(next["status"], "Succeeded", "{next:#}");
+}
+
+#[test]
+fn a_start_overrides_variables_and_revisions_and_is_idempotent_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
+    let first = String::from_utf8(
+        std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&repo)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .to_string();
+    std::fs::write(repo.join("v.txt"), "two\n").unwrap();
+    let status = std::process::Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+        .args(["commit", "-qam", "Second"])
+        .current_dir(&repo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = dir.path().join("vars.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r##"name: vars
+variables:
+  - {{name: Env, defaultValue: staging}}
+stages:
+  - name: Source
+    actions:
+      - name: Checkout
+        actionTypeId: {{category: Source, provider: git}}
+        namespace: Src
+        configuration: {{RepositoryPath: {}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Show
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo env=#{{variables.Env}} commit=#{{Src.CommitId}} file=$(cat v.txt)"}}
+        inputArtifacts: [Code]
+"##,
+            repo.display()
+        ),
+    )
+    .unwrap();
+    controller.create_pipeline(&file);
+
+    // The defaults: the branch head and the declared value.
+    let plain = controller.start_pipeline("vars");
+    let plain = controller.wait_finished(&plain, Duration::from_secs(60));
+    assert_eq!(plain["status"], "Succeeded", "{plain:#}");
+    assert_eq!(plain["variables"]["Env"], "staging");
+    let log = ok(controller.cli().args([
+        "logs",
+        plain["id"].as_str().unwrap(),
+        "--action",
+        "Build/Show",
+    ]));
+    assert!(log.contains("env=staging commit="), "{log}");
+    assert!(log.contains("file=two"), "{log}");
+
+    // Overrides, recorded in history and used by the actions.
+    let start = |extra: &[&str]| {
+        let mut cmd = controller.cli();
+        cmd.args(["pipeline", "start", "vars", "-o", "json"])
+            .args(extra);
+        run(&mut cmd)
+    };
+    let args = [
+        "--variable",
+        "Env=prod",
+        "--revision",
+        &format!("Checkout={first}"),
+        "--idempotency-token",
+        "deploy-42",
+    ];
+    let (out, stdout, stderr) = start(&args);
+    assert!(out.status.success(), "{stderr}");
+    let started: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let id = started["id"].as_str().unwrap().to_string();
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    assert_eq!(done["variables"]["Env"], "prod");
+    assert_eq!(done["sourceRevisions"]["Checkout"], first.as_str());
+    let checkout = &done["stages"][0]["actions"][0]["attempts"][0];
+    assert_eq!(
+        checkout["resolvedConfiguration"]["CommitId"],
+        first.as_str()
+    );
+    let log = ok(controller
+        .cli()
+        .args(["logs", &id, "--action", "Build/Show"]));
+    assert!(
+        log.contains(&format!("env=prod commit={first} file=one")),
+        "{log}"
+    );
+    let shown = ok(controller.cli().args(["execution", "get", &id]));
+    assert!(shown.contains("variable   Env = prod"), "{shown}");
+
+    // The same token again: the same execution, nothing new started.
+    let (_, again, _) = start(&args);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["id"], id.as_str());
+    let list = controller.json(&["execution", "list", "--pipeline", "vars"]);
+    assert_eq!(list.as_array().unwrap().len(), 2);
+
+    // Overrides the pipeline does not declare, or that are not commits, are refused.
+    let (out, _, stderr) = start(&["--variable", "Nope=1", "--revision", "Checkout=main"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("variables.Nope: pipeline vars declares no variable Nope (declared: Env)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("sourceRevisions.Checkout: \"main\" is not a commit id"),
+        "{stderr}"
+    );
+}
