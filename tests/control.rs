@@ -296,3 +296,156 @@ stages:
         "{stderr}"
     );
 }
+
+/// Source → Build with `Steady` (always succeeds) and `Flaky` (fails while `fail` exists)
+/// in parallel → Ship.
+fn retryable(dir: &Path, fail: &Path) -> std::path::PathBuf {
+    let source = dir.join("src");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join("retry.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: retryable
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Steady
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo steady"}}
+        inputArtifacts: [Code]
+      - name: Flaky
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "test ! -e {}"}}
+        inputArtifacts: [Code]
+  - name: Ship
+    actions:
+      - name: Publish
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo shipped"}}
+        inputArtifacts: [Code]
+"#,
+            source.display(),
+            fail.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// The attempts of an action in stage `stage` as (attempt number, status).
+fn attempts_of(execution: &serde_json::Value, stage: usize, name: &str) -> Vec<(u64, String)> {
+    execution["stages"][stage]["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attempt"].as_u64().unwrap(),
+                a["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_failed_stage_is_retried_with_the_same_execution_id_and_every_attempt_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let fail = dir.path().join("fail");
+    std::fs::write(&fail, "").unwrap();
+    controller.create_pipeline(&retryable(dir.path(), &fail));
+
+    // FAILED_ACTIONS: only Flaky runs again; the execution goes on to Ship.
+    let first = controller.start_pipeline("retryable");
+    let failed = controller.wait_finished(&first, Duration::from_secs(60));
+    assert_eq!(failed["status"], "Failed", "{failed:#}");
+    let (out, _, stderr) =
+        run(controller
+            .cli()
+            .args(["execution", "retry", &first, "--stage", "Ship"]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("stage Ship of execution"), "{stderr}");
+    assert!(stderr.contains("never started"), "{stderr}");
+    std::fs::remove_file(&fail).unwrap();
+    let retried = controller.json(&["execution", "retry", &first, "--stage", "Build", "--wait"]);
+    assert_eq!(retried["id"], first.as_str());
+    assert_eq!(retried["status"], "Succeeded", "{retried:#}");
+    assert_eq!(
+        attempts_of(&retried, 1, "Steady"),
+        [(1, "Succeeded".into())]
+    );
+    assert_eq!(
+        attempts_of(&retried, 1, "Flaky"),
+        [(1, "Failed".into()), (2, "Succeeded".into())]
+    );
+    assert_eq!(
+        attempts_of(&retried, 2, "Publish"),
+        [(1, "Succeeded".into())]
+    );
+    // A stage that succeeded cannot be retried.
+    let (out, _, stderr) =
+        run(controller
+            .cli()
+            .args(["execution", "retry", &first, "--stage", "Build"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("only a failed or stopped stage can be retried"),
+        "{stderr}"
+    );
+
+    // ALL_ACTIONS: every action of the stage runs again.
+    std::fs::write(&fail, "").unwrap();
+    let second = controller.start_pipeline("retryable");
+    assert_eq!(
+        controller.wait_finished(&second, Duration::from_secs(60))["status"],
+        "Failed"
+    );
+    // Only the latest execution in a stage can be retried.
+    let third = controller.start_pipeline("retryable");
+    controller.wait_finished(&third, Duration::from_secs(60));
+    let (out, _, stderr) =
+        run(controller
+            .cli()
+            .args(["execution", "retry", &second, "--stage", "Build"]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "execution {third} reached stage Build after {second}"
+        )),
+        "{stderr}"
+    );
+    std::fs::remove_file(&fail).unwrap();
+    let all = controller.json(&[
+        "execution",
+        "retry",
+        &third,
+        "--stage",
+        "Build",
+        "--all",
+        "--wait",
+    ]);
+    assert_eq!(all["status"], "Succeeded", "{all:#}");
+    assert_eq!(
+        attempts_of(&all, 1, "Steady"),
+        [(1, "Succeeded".into()), (2, "Succeeded".into())]
+    );
+    assert_eq!(
+        attempts_of(&all, 1, "Flaky"),
+        [(1, "Failed".into()), (2, "Succeeded".into())]
+    );
+}

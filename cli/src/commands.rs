@@ -328,6 +328,43 @@ pub fn start_request(
     request
 }
 
+/// `sluice execution retry ID --stage NAME`.
+pub async fn retry(
+    connect: &ConnectArgs,
+    id: &str,
+    stage: &str,
+    all: bool,
+    wait: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let mode = if all { "ALL_ACTIONS" } else { "FAILED_ACTIONS" };
+    let execution = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/stages/{stage}/retry"),
+            &json!({ "retryMode": mode }),
+        )
+        .await?;
+    if !wait {
+        match out {
+            Output::Json => print_json(&execution),
+            Output::Text => println!("Retrying stage {stage} of execution {id} ({mode})"),
+        }
+        return Ok(exit::OK);
+    }
+    let done = wait_for(&api, id, out == Output::Text).await?;
+    match out {
+        Output::Json => print_json(&done),
+        Output::Text => print!("{}", show::execution(&done)),
+    }
+    Ok(if done["status"] == "Succeeded" {
+        exit::OK
+    } else {
+        exit::EXECUTION_FAILED
+    })
+}
+
 /// `sluice execution stop ID`.
 pub async fn stop(
     connect: &ConnectArgs,

@@ -270,6 +270,21 @@ enum PipelineCommand {
 
 #[derive(Subcommand)]
 enum ExecutionCommand {
+    /// Retry a failed or stopped stage: its failed actions, or with --all every action;
+    /// the execution keeps its id and every attempt stays in its history.
+    Retry {
+        /// Execution id.
+        id: String,
+        /// The stage's name.
+        #[arg(long)]
+        stage: String,
+        /// Run every action of the stage again, not only the failed ones.
+        #[arg(long)]
+        all: bool,
+        /// Wait for the execution to end, showing its progress; exit 4 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stop an execution: running actions finish and nothing new starts (Stopping →
     /// Stopped), or with --abandon they are abandoned and their processes killed.
     Stop {
@@ -396,6 +411,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 commands::start_request(&variables, &revisions, idempotency_token.as_deref());
             commands::start(connect, &name, &request, wait, out).await
         }
+        Command::Execution(ExecutionCommand::Retry {
+            id,
+            stage,
+            all,
+            wait,
+        }) => commands::retry(connect, &id, &stage, all, wait, out).await,
         Command::Execution(ExecutionCommand::Stop {
             id,
             abandon,

@@ -351,6 +351,20 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             respond(stop_execution(s, id, req))
         });
 
+    let retry = api
+        .and(warp::path!(
+            "executions" / String / "stages" / String / "retry"
+        ))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(
+            |id: String, stage: String, s: ApiState, req: RetryRequest| async move {
+                respond(retry_stage(s, id, stage, req))
+            },
+        );
+
     let list_plugins = api
         .and(warp::path!("plugins"))
         .and(warp::get())
@@ -450,6 +464,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         get_execution.boxed(),
         get_log.boxed(),
         stop.boxed(),
+        retry.boxed(),
         list_plugins.boxed(),
         show_plugin.boxed(),
         install_plugin.boxed(),
@@ -1461,4 +1476,33 @@ fn start_execution(s: ApiState, name: String, who: Option<String>, body: Bytes) 
         StatusCode::OK
     };
     json(status, &execution)
+}
+
+// ---- retrying --------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RetryRequest {
+    /// FAILED_ACTIONS or ALL_ACTIONS.
+    retry_mode: String,
+}
+
+fn retry_stage(s: ApiState, id: String, stage: String, req: RetryRequest) -> ApiResult {
+    let all = match req.retry_mode.as_str() {
+        "FAILED_ACTIONS" => false,
+        "ALL_ACTIONS" => true,
+        other => {
+            return Err(ApiError {
+                errors: vec![FieldError {
+                    path: "retryMode".into(),
+                    message: format!("{other:?} is not FAILED_ACTIONS or ALL_ACTIONS"),
+                }],
+                ..ApiError::bad_request(format!(
+                    "retryMode: {other:?} is not FAILED_ACTIONS or ALL_ACTIONS"
+                ))
+            });
+        }
+    };
+    let execution = s.engine.retry_stage(&id, &stage, all)?;
+    json(StatusCode::OK, &execution)
 }

@@ -728,9 +728,17 @@ impl Engine {
                     self.emit(Event::Execution(execution_id.to_string()));
                 }
             }
-            // The latest attempt of each action of this stage.
+            // The latest attempt of each action of this stage (since its last whole-stage
+            // retry).
+            let floor = stages
+                .iter()
+                .find(|s| s.stage_index == index)
+                .map_or(0, |s| s.attempt_floor);
             let mut latest: HashMap<&str, &AttemptRow> = HashMap::new();
-            for attempt in attempts.iter().filter(|a| a.stage_index == index) {
+            for attempt in attempts
+                .iter()
+                .filter(|a| a.stage_index == index && a.attempt > floor)
+            {
                 let entry = latest
                     .entry(attempt.action_name.as_str())
                     .or_insert(attempt);
@@ -792,7 +800,7 @@ impl Engine {
                     .iter()
                     .filter(|a| !latest.contains_key(a.name.as_str()))
                 {
-                    again |= self.queue_attempt(st, &execution, &def, index, action, 1)?;
+                    again |= self.queue_attempt(st, &execution, &def, index, action, floor + 1)?;
                 }
                 return Ok(again);
             }
@@ -801,6 +809,107 @@ impl Engine {
         }
         self.finish_execution(execution_id, "Succeeded", None)?;
         Ok(false)
+    }
+
+    /// Retries a failed (or stopped) stage of an execution, keeping its id and every
+    /// earlier attempt: FAILED_ACTIONS runs again only the actions whose latest attempt
+    /// failed or was abandoned; ALL_ACTIONS runs the whole stage again from its first
+    /// runOrder. Only the latest execution to reach the stage can be retried.
+    pub fn retry_stage(
+        &self,
+        id: &str,
+        stage_name: &str,
+        all_actions: bool,
+    ) -> Result<store::ExecutionRow> {
+        let mut st = self.lock();
+        let execution = self.store.execution(id)?;
+        let def = self.definition(
+            &mut st,
+            &execution.pipeline_name,
+            execution.pipeline_version,
+        )?;
+        let Some(index) = def.stages.iter().position(|s| s.name == stage_name) else {
+            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(StoreError::NotFound(format!(
+                "pipeline {} version {} has no stage {stage_name} (its stages: {})",
+                execution.pipeline_name,
+                execution.pipeline_version,
+                names.join(", ")
+            ))
+            .into());
+        };
+        let index = index as i64;
+        let conflict = |m: String| -> EngineError { StoreError::Conflict(m).into() };
+        if matches!(execution.status.as_str(), "InProgress" | "Stopping") {
+            return Err(conflict(format!(
+                "execution {id} is {}; a stage can be retried once the execution has ended",
+                execution.status
+            )));
+        }
+        let stage = self
+            .store
+            .stages(id)?
+            .into_iter()
+            .find(|s| s.stage_index == index);
+        match stage.as_ref().map(|s| s.status.as_str()) {
+            Some("Failed" | "Stopped") => {}
+            Some(other) => {
+                return Err(conflict(format!(
+                    "stage {stage_name} of execution {id} is {other}; only a failed or stopped \
+                     stage can be retried"
+                )));
+            }
+            None => {
+                return Err(conflict(format!(
+                    "stage {stage_name} of execution {id} never started, so it has nothing to retry"
+                )));
+            }
+        }
+        if let Some(newer) = self.store.newer_execution_in_stage(&execution, index)? {
+            return Err(conflict(format!(
+                "execution {newer} reached stage {stage_name} after {id}; only the latest \
+                 execution in a stage can be retried"
+            )));
+        }
+        let attempts: Vec<AttemptRow> = self
+            .store
+            .attempts(id)?
+            .into_iter()
+            .filter(|a| a.stage_index == index)
+            .collect();
+        let highest = attempts.iter().map(|a| a.attempt).max().unwrap_or(0);
+        let floor = stage.as_ref().map_or(0, |s| s.attempt_floor);
+        if all_actions {
+            self.store.reopen_for_retry(id, index, highest)?;
+        } else {
+            self.store.reopen_for_retry(id, index, floor)?;
+            let execution = self.store.execution(id)?;
+            let stage_def = &def.stages[index as usize];
+            for action in &stage_def.actions {
+                let latest = attempts
+                    .iter()
+                    .filter(|a| a.action_name == action.name && a.attempt > floor)
+                    .max_by_key(|a| a.attempt);
+                if let Some(latest) = latest
+                    && matches!(latest.status.as_str(), "Failed" | "Abandoned")
+                {
+                    self.queue_attempt(
+                        &mut st,
+                        &execution,
+                        &def,
+                        index,
+                        action,
+                        latest.attempt + 1,
+                    )?;
+                }
+            }
+        }
+        tracing::info!(execution = %id, stage = %stage_name, all_actions, "Stage retried.");
+        self.advance(&mut st, id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(id.to_string()));
+        Ok(self.store.execution(id)?)
     }
 
     /// A stopping execution starts nothing new; once no attempt of it is offered or

@@ -26,6 +26,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_execution_inputs",
         include_str!("../migrations/0003_execution_inputs.sql"),
     ),
+    (
+        "0004_stage_retries",
+        include_str!("../migrations/0004_stage_retries.sql"),
+    ),
 ];
 
 /// Errors from the store.
@@ -185,6 +189,10 @@ pub struct StageRow {
     pub started_at_ms: Option<i64>,
     /// End.
     pub finished_at_ms: Option<i64>,
+    /// Attempts numbered at or below this belong to runs before a whole-stage retry.
+    pub attempt_floor: i64,
+    /// How many times the stage was retried by hand.
+    pub retries: i64,
 }
 
 /// An action attempt row.
@@ -628,7 +636,8 @@ impl Store {
     pub fn stages(&self, execution_id: &str) -> Result<Vec<StageRow>> {
         let conn = self.conn();
         let mut stmt = conn.prepare(
-            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms
+            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
+                    retries
              FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
         )?;
         let rows = stmt.query_map([execution_id], |r| {
@@ -638,6 +647,8 @@ impl Store {
                 status: r.get(2)?,
                 started_at_ms: r.get(3)?,
                 finished_at_ms: r.get(4)?,
+                attempt_floor: r.get(5)?,
+                retries: r.get(6)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -660,6 +671,49 @@ impl Store {
             params![execution_id, index, status, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Puts a finished execution and one of its stages back in progress for a retry;
+    /// `attempt_floor` hides the stage's earlier attempts (whole-stage retry).
+    pub fn reopen_for_retry(
+        &self,
+        execution_id: &str,
+        stage_index: i64,
+        attempt_floor: i64,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE executions SET status = 'InProgress', status_summary = NULL, finished_at_ms = NULL
+             WHERE id = ?1",
+            [execution_id],
+        )?;
+        tx.execute(
+            "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
+                 attempt_floor = ?3, retries = retries + 1
+             WHERE execution_id = ?1 AND stage_index = ?2",
+            params![execution_id, stage_index, attempt_floor],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Whether an execution of the same pipeline newer than this one reached the stage.
+    pub fn newer_execution_in_stage(
+        &self,
+        execution: &ExecutionRow,
+        stage_index: i64,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT e.id FROM executions e JOIN stage_executions s ON s.execution_id = e.id
+                 WHERE e.pipeline_name = ?1 AND e.seq > ?2 AND s.stage_index = ?3
+                 ORDER BY e.seq DESC LIMIT 1",
+                params![execution.pipeline_name, execution.seq, stage_index],
+                |r| r.get(0),
+            )
+            .optional()?)
     }
 
     // ---- attempts --------------------------------------------------------------
