@@ -449,3 +449,205 @@ fn a_failed_stage_is_retried_with_the_same_execution_id_and_every_attempt_kept()
         [(1, "Failed".into()), (2, "Succeeded".into())]
     );
 }
+
+/// Source → Build (`sleep SECONDS`) → Ship, in `mode`.
+fn modal(dir: &Path, name: &str, mode: &str, seconds: &str) -> std::path::PathBuf {
+    let source = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: {name}
+executionMode: {mode}
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Work
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "sleep {seconds}"}}
+        inputArtifacts: [Code]
+  - name: Ship
+    actions:
+      - name: Publish
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo shipped"}}
+        inputArtifacts: [Code]
+"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// (start, finish) of the stage called `stage`.
+fn stage_span(execution: &serde_json::Value, stage: &str) -> (i64, i64) {
+    let s = execution["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stage)
+        .unwrap();
+    (
+        s["startedAtMs"].as_i64().unwrap(),
+        s["finishedAtMs"].as_i64().unwrap(),
+    )
+}
+
+/// Waits until the execution waits in front of `stage`.
+fn wait_waiting(controller: &Controller, id: &str, stage: &str) -> serde_json::Value {
+    wait_for(
+        &format!("{id} to wait in front of {stage}"),
+        Duration::from_secs(60),
+        || {
+            let e = controller.execution(id);
+            (e["waitingForStage"] == stage).then_some(e)
+        },
+    )
+}
+
+#[test]
+fn executions_wait_in_front_of_a_disabled_transition_until_it_is_enabled() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    controller.create_pipeline(&modal(dir.path(), "gated", "SUPERSEDED", "0"));
+
+    let (out, _, stderr) = run(controller.cli().args([
+        "pipeline",
+        "disable-transition",
+        "gated",
+        "Source",
+        "--reason",
+        "x",
+    ]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("no inbound transition"), "{stderr}");
+    ok(controller.cli().args([
+        "pipeline",
+        "disable-transition",
+        "gated",
+        "Ship",
+        "--reason",
+        "release freeze",
+    ]));
+    let id = controller.start_pipeline("gated");
+    let waiting = wait_waiting(&controller, &id, "Ship");
+    assert_eq!(waiting["status"], "InProgress");
+    assert!(
+        waiting["statusSummary"].as_str().unwrap().starts_with(
+            "waiting: the transition into stage Ship is disabled: release freeze (by "
+        ),
+        "{waiting:#}"
+    );
+    assert!(waiting["stages"][2]["status"].is_null(), "{waiting:#}");
+    let transitions = controller.json(&["pipeline", "transitions", "gated"]);
+    assert_eq!(transitions[0]["stageName"], "Ship");
+    assert_eq!(transitions[0]["enabled"], false);
+    assert!(transitions[0]["changedAtMs"].as_i64().unwrap() > 0);
+
+    ok(controller
+        .cli()
+        .args(["pipeline", "enable-transition", "gated", "Ship"]));
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    assert!(done["waitingForStage"].is_null());
+}
+
+#[test]
+fn superseded_mode_keeps_only_the_newest_waiting_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 4);
+    controller.create_pipeline(&modal(dir.path(), "sup", "SUPERSEDED", "3"));
+
+    let first = controller.start_pipeline("sup");
+    wait_running_in(&controller, &first, 1);
+    let second = controller.start_pipeline("sup");
+    let waiting = wait_waiting(&controller, &second, "Build");
+    assert!(
+        waiting["statusSummary"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("stage Build is in use by execution {first}")),
+        "{waiting:#}"
+    );
+    let third = controller.start_pipeline("sup");
+    wait_waiting(&controller, &third, "Build");
+
+    let second = controller.wait_finished(&second, Duration::from_secs(60));
+    assert_eq!(second["status"], "Superseded", "{second:#}");
+    assert_eq!(
+        second["statusSummary"],
+        format!("Superseded by execution {third} while waiting in front of stage Build")
+    );
+    let first = controller.wait_finished(&first, Duration::from_secs(60));
+    let third = controller.wait_finished(&third, Duration::from_secs(60));
+    assert_eq!(first["status"], "Succeeded");
+    assert_eq!(third["status"], "Succeeded", "{third:#}");
+    // One execution at a time in Build.
+    assert!(stage_span(&third, "Build").0 >= stage_span(&first, "Build").1);
+}
+
+/// Waits until the execution's stage `stage` has a running attempt.
+fn wait_running_in(controller: &Controller, id: &str, stage: usize) {
+    wait_for("an action to run", Duration::from_secs(60), || {
+        let e = controller.execution(id);
+        let attempt = e["stages"][stage]["actions"][0]["attempts"]
+            .as_array()?
+            .last()?
+            .clone();
+        (attempt["phase"] == "running").then_some(())
+    });
+}
+
+#[test]
+fn queued_mode_runs_every_execution_one_stage_at_a_time_and_parallel_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 4);
+    controller.create_pipeline(&modal(dir.path(), "fifo", "QUEUED", "1"));
+    controller.create_pipeline(&modal(dir.path(), "wide", "PARALLEL", "2"));
+
+    let ids: Vec<String> = (0..3).map(|_| controller.start_pipeline("fifo")).collect();
+    let done: Vec<serde_json::Value> = ids
+        .iter()
+        .map(|id| controller.wait_finished(id, Duration::from_secs(90)))
+        .collect();
+    for e in &done {
+        assert_eq!(e["status"], "Succeeded", "{e:#}");
+    }
+    // First in, first out, never two in Build at once.
+    for pair in done.windows(2) {
+        assert!(
+            stage_span(&pair[1], "Build").0 >= stage_span(&pair[0], "Build").1,
+            "{:?} then {:?}",
+            stage_span(&pair[0], "Build"),
+            stage_span(&pair[1], "Build")
+        );
+    }
+
+    let a = controller.start_pipeline("wide");
+    let b = controller.start_pipeline("wide");
+    let a = controller.wait_finished(&a, Duration::from_secs(60));
+    let b = controller.wait_finished(&b, Duration::from_secs(60));
+    assert_eq!(a["status"], "Succeeded");
+    assert_eq!(b["status"], "Succeeded");
+    let (a_start, a_end) = stage_span(&a, "Build");
+    let (b_start, b_end) = stage_span(&b, "Build");
+    assert!(
+        b_start < a_end && a_start < b_end,
+        "PARALLEL executions overlap in Build: {a_start}..{a_end} and {b_start}..{b_end}"
+    );
+}

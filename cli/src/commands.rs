@@ -365,6 +365,67 @@ pub async fn retry(
     })
 }
 
+/// `sluice pipeline disable-transition|enable-transition NAME STAGE`.
+pub async fn set_transition(
+    connect: &ConnectArgs,
+    name: &str,
+    stage: &str,
+    enabled: bool,
+    reason: &str,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let transitions = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/pipelines/{name}/stages/{stage}/transition"),
+            &json!({"enabled": enabled, "reason": reason}),
+        )
+        .await?;
+    match out {
+        Output::Json => print_json(&transitions),
+        Output::Text if enabled => println!(
+            "The transition into stage {stage} of {name} is enabled; waiting executions go on."
+        ),
+        Output::Text => println!(
+            "The transition into stage {stage} of {name} is disabled; executions wait in front of it."
+        ),
+    }
+    Ok(exit::OK)
+}
+
+/// `sluice pipeline transitions NAME`.
+pub async fn transitions(connect: &ConnectArgs, name: &str, out: Output) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let transitions = api
+        .get(&format!("/api/v1/pipelines/{name}/transitions"))
+        .await?;
+    match out {
+        Output::Json => print_json(&transitions),
+        Output::Text => {
+            println!(
+                "{:<24} {:<9} {:<21} {:<16} REASON",
+                "INTO STAGE", "STATE", "CHANGED", "BY"
+            );
+            for t in transitions.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<9} {:<21} {:<16} {}",
+                    t["stageName"].as_str().unwrap_or(""),
+                    if t["enabled"] == true {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    show::time(&t["changedAtMs"]),
+                    t["changedBy"].as_str().unwrap_or(""),
+                    t["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
 /// `sluice execution stop ID`.
 pub async fn stop(
     connect: &ConnectArgs,

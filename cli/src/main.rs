@@ -248,6 +248,28 @@ enum PipelineCommand {
         #[arg(long)]
         remote: bool,
     },
+    /// Disable the transition into a stage: executions wait in front of it.
+    DisableTransition {
+        /// Pipeline name.
+        name: String,
+        /// The stage the transition leads into.
+        stage: String,
+        /// Why (shown to everyone whose execution waits).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Enable the transition into a stage again: the waiting execution goes on.
+    EnableTransition {
+        /// Pipeline name.
+        name: String,
+        /// The stage the transition leads into.
+        stage: String,
+    },
+    /// Show the pipeline's disabled (and re-enabled) transitions, with who and when.
+    Transitions {
+        /// Pipeline name.
+        name: String,
+    },
     /// Start an execution; prints its id.
     Start {
         /// Pipeline name.
@@ -400,6 +422,17 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             versions::diff(connect, &name, v1, v2, out).await
         }
         Command::Pipeline(PipelineCommand::List) => commands::list_pipelines(connect, out).await,
+        Command::Pipeline(PipelineCommand::DisableTransition {
+            name,
+            stage,
+            reason,
+        }) => commands::set_transition(connect, &name, &stage, false, &reason, out).await,
+        Command::Pipeline(PipelineCommand::EnableTransition { name, stage }) => {
+            commands::set_transition(connect, &name, &stage, true, "", out).await
+        }
+        Command::Pipeline(PipelineCommand::Transitions { name }) => {
+            commands::transitions(connect, &name, out).await
+        }
         Command::Pipeline(PipelineCommand::Start {
             name,
             wait,

@@ -365,6 +365,46 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             },
         );
 
+    let set_transition = api
+        .and(warp::path!(
+            "pipelines" / String / "stages" / String / "transition"
+        ))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::header::optional::<String>("x-sluice-user"))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(
+            |name: String,
+             stage: String,
+             s: ApiState,
+             who: Option<String>,
+             req: TransitionRequest| async move {
+                let who = who.unwrap_or_else(|| "api".into());
+                respond(
+                    s.engine
+                        .set_transition(&name, &stage, req.enabled, &req.reason, &who)
+                        .map_err(ApiError::from)
+                        .and_then(|t| json(StatusCode::OK, &t)),
+                )
+            },
+        );
+
+    let transitions = api
+        .and(warp::path!("pipelines" / String / "transitions"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|name: String, s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .pipeline_version(&name, None)
+                    .and_then(|_| s.engine.store().transitions(&name))
+                    .map_err(ApiError::from)
+                    .and_then(|t| json(StatusCode::OK, &t)),
+            )
+        });
+
     let list_plugins = api
         .and(warp::path!("plugins"))
         .and(warp::get())
@@ -464,6 +504,8 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         get_execution.boxed(),
         get_log.boxed(),
         stop.boxed(),
+        set_transition.boxed(),
+        transitions.boxed(),
         retry.boxed(),
         list_plugins.boxed(),
         show_plugin.boxed(),
@@ -1505,4 +1547,12 @@ fn retry_stage(s: ApiState, id: String, stage: String, req: RetryRequest) -> Api
     };
     let execution = s.engine.retry_stage(&id, &stage, all)?;
     json(StatusCode::OK, &execution)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransitionRequest {
+    enabled: bool,
+    #[serde(default)]
+    reason: String,
 }

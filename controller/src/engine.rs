@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use sluice_pipeline::{Action, Catalog, Pipeline};
+use sluice_pipeline::{Action, Catalog, ExecutionMode, Pipeline};
 use sluice_proto::{AttemptRef, ControllerMessage, Job, Outcome};
 use tokio::sync::{broadcast, mpsc};
 
@@ -686,12 +686,118 @@ impl Engine {
 
     /// Re-evaluates an execution and starts whatever may start. Idempotent.
     fn advance(&self, st: &mut State, execution_id: &str) -> Result<()> {
+        self.advance_one(st, execution_id)?;
+        // Whatever this execution did may have freed a stage (or it may have been the
+        // one waiting): let the pipeline's waiting executions try again, oldest first.
+        let pipeline = self.store.execution(execution_id)?.pipeline_name;
+        for waiting in self.store.waiting_executions(&pipeline, None)? {
+            if waiting.id != execution_id {
+                self.advance_one(st, &waiting.id)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn advance_one(&self, st: &mut State, execution_id: &str) -> Result<()> {
         // Each pass either waits, finishes something, or queues attempts; an attempt
         // that fails before it can be queued (bad variable) needs one more pass.
         for _ in 0..64 {
             if !self.advance_once(st, execution_id)? {
                 break;
             }
+        }
+        Ok(())
+    }
+
+    /// Why an execution may not enter stage `index` now: the inbound transition is
+    /// disabled, or (SUPERSEDED, QUEUED) another execution is in the stage, or (QUEUED)
+    /// an older execution waits for it first.
+    fn entry_block(
+        &self,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        index: usize,
+    ) -> Result<Option<String>> {
+        let stage = &def.stages[index];
+        if index > 0
+            && let Some(t) = self
+                .store
+                .transitions(&execution.pipeline_name)?
+                .into_iter()
+                .find(|t| t.stage_name == stage.name && !t.enabled)
+        {
+            return Ok(Some(format!(
+                "waiting: the transition into stage {} is disabled{} (by {})",
+                stage.name,
+                t.reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default(),
+                t.changed_by
+            )));
+        }
+        if def.execution_mode == ExecutionMode::Parallel {
+            return Ok(None);
+        }
+        if let Some(occupant) =
+            self.store
+                .stage_occupant(&execution.pipeline_name, &stage.name, &execution.id)?
+        {
+            return Ok(Some(format!(
+                "waiting: stage {} is in use by execution {occupant}",
+                stage.name
+            )));
+        }
+        if def.execution_mode == ExecutionMode::Queued
+            && let Some(ahead) = self
+                .store
+                .waiting_executions(&execution.pipeline_name, Some(&stage.name))?
+                .into_iter()
+                .find(|w| w.seq < execution.seq)
+        {
+            return Ok(Some(format!(
+                "waiting: execution {} is ahead in the queue for stage {}",
+                ahead.id, stage.name
+            )));
+        }
+        Ok(None)
+    }
+
+    /// Makes `execution` wait in front of `stage`. In SUPERSEDED mode only the newest
+    /// execution waits in front of a stage: the others waiting there are superseded.
+    fn wait_in_front(
+        &self,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        stage: &str,
+        reason: &str,
+    ) -> Result<()> {
+        if execution.waiting_for_stage.as_deref() != Some(stage)
+            || execution.status_summary.as_deref() != Some(reason)
+        {
+            self.store
+                .set_waiting(&execution.id, Some(stage), Some(reason))?;
+            self.emit(Event::Execution(execution.id.clone()));
+        }
+        if def.execution_mode != ExecutionMode::Superseded {
+            return Ok(());
+        }
+        let waiting = self
+            .store
+            .waiting_executions(&execution.pipeline_name, Some(stage))?;
+        let Some(newest) = waiting.iter().map(|w| w.seq).max() else {
+            return Ok(());
+        };
+        let newest_id = waiting
+            .iter()
+            .find(|w| w.seq == newest)
+            .map(|w| w.id.clone())
+            .unwrap_or_default();
+        for older in waiting.iter().filter(|w| w.seq < newest) {
+            let summary = format!(
+                "Superseded by execution {newest_id} while waiting in front of stage {stage}"
+            );
+            self.finish_execution(&older.id, "Superseded", Some(&summary))?;
         }
         Ok(())
     }
@@ -724,6 +830,13 @@ impl Engine {
                     return Ok(false);
                 }
                 None => {
+                    if let Some(reason) = self.entry_block(&execution, &def, index as usize)? {
+                        self.wait_in_front(&execution, &def, &stage.name, &reason)?;
+                        return Ok(false);
+                    }
+                    if execution.waiting_for_stage.is_some() {
+                        self.store.set_waiting(execution_id, None, None)?;
+                    }
                     self.store.insert_stage(execution_id, index, &stage.name)?;
                     self.emit(Event::Execution(execution_id.to_string()));
                 }
@@ -809,6 +922,57 @@ impl Engine {
         }
         self.finish_execution(execution_id, "Succeeded", None)?;
         Ok(false)
+    }
+
+    /// Enables or disables the transition into a stage. Executions wait in front of a
+    /// disabled transition; enabling it lets the waiting one (in SUPERSEDED mode, the
+    /// newest; in QUEUED mode, the oldest first) go on.
+    pub fn set_transition(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        enabled: bool,
+        reason: &str,
+        who: &str,
+    ) -> Result<Vec<store::TransitionRow>> {
+        let mut st = self.lock();
+        let current = self.store.pipeline_version(pipeline, None)?;
+        let def = self.definition(&mut st, pipeline, current.version)?;
+        let Some(index) = def.stages.iter().position(|s| s.name == stage) else {
+            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(StoreError::NotFound(format!(
+                "pipeline {pipeline} has no stage {stage} (its stages: {})",
+                names.join(", ")
+            ))
+            .into());
+        };
+        if index == 0 {
+            return Err(EngineError::Invalid(format!(
+                "stage {stage} is the first stage: executions start in it, so it has no inbound \
+                 transition to disable"
+            )));
+        }
+        let reason = reason.trim();
+        if !enabled && reason.is_empty() {
+            return Err(EngineError::Invalid(
+                "say why the transition is disabled (--reason); it is shown to everyone who waits"
+                    .to_string(),
+            ));
+        }
+        if reason.chars().count() > 300 {
+            return Err(EngineError::Invalid(
+                "the reason must be at most 300 characters".to_string(),
+            ));
+        }
+        let reason = (!enabled).then_some(reason);
+        self.store
+            .set_transition(pipeline, stage, enabled, reason, who)?;
+        tracing::info!(pipeline, stage, enabled, who, "Transition changed.");
+        for waiting in self.store.waiting_executions(pipeline, None)? {
+            self.advance_one(&mut st, &waiting.id)?;
+        }
+        self.dispatch(&mut st)?;
+        Ok(self.store.transitions(pipeline)?)
     }
 
     /// Retries a failed (or stopped) stage of an execution, keeping its id and every

@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0004_stage_retries",
         include_str!("../migrations/0004_stage_retries.sql"),
     ),
+    (
+        "0005_stage_entry",
+        include_str!("../migrations/0005_stage_entry.sql"),
+    ),
 ];
 
 /// Errors from the store.
@@ -158,6 +162,24 @@ pub struct ExecutionRow {
     pub variables: BTreeMap<String, String>,
     /// Source revisions the start request pinned, by source action name.
     pub source_revisions: BTreeMap<String, String>,
+    /// The stage it waits in front of (locked, or its inbound transition disabled).
+    pub waiting_for_stage: Option<String>,
+}
+
+/// The state of a stage's inbound transition.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionRow {
+    /// The stage it leads into.
+    pub stage_name: String,
+    /// Whether executions may enter the stage.
+    pub enabled: bool,
+    /// Why it was disabled.
+    pub reason: Option<String>,
+    /// Who changed it last.
+    pub changed_by: String,
+    /// When.
+    pub changed_at_ms: i64,
 }
 
 /// What an execution starts with, beside its pipeline.
@@ -614,8 +636,12 @@ impl Store {
     ) -> Result<()> {
         let finished = !matches!(status, "InProgress" | "Stopping");
         let finished = finished.then(now_ms);
+        // An execution that ends waits in front of nothing any more.
         self.conn().execute(
-            "UPDATE executions SET status = ?2, status_summary = ?3, finished_at_ms = COALESCE(?4, finished_at_ms) WHERE id = ?1",
+            "UPDATE executions SET status = ?2, status_summary = ?3,
+                 finished_at_ms = COALESCE(?4, finished_at_ms),
+                 waiting_for_stage = CASE WHEN ?4 IS NULL THEN waiting_for_stage END
+             WHERE id = ?1",
             params![id, status, summary, finished],
         )?;
         Ok(())
@@ -695,6 +721,91 @@ impl Store {
             params![execution_id, stage_index, attempt_floor],
         )?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// Records the stage an execution waits in front of (None: it waits for nothing),
+    /// with the reason as its status summary.
+    pub fn set_waiting(&self, id: &str, stage: Option<&str>, summary: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE executions SET waiting_for_stage = ?2, status_summary = ?3 WHERE id = ?1",
+            params![id, stage, summary],
+        )?;
+        Ok(())
+    }
+
+    /// An execution of `pipeline` other than `except` that is inside the stage.
+    pub fn stage_occupant(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        except: &str,
+    ) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT e.id FROM executions e JOIN stage_executions s ON s.execution_id = e.id
+                 WHERE e.pipeline_name = ?1 AND s.stage_name = ?2 AND s.status = 'InProgress'
+                   AND e.status IN ('InProgress', 'Stopping') AND e.id != ?3
+                 ORDER BY e.seq LIMIT 1",
+                params![pipeline, stage, except],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Executions of `pipeline` in progress and waiting in front of a stage (`stage`, or
+    /// any), oldest first.
+    pub fn waiting_executions(
+        &self,
+        pipeline: &str,
+        stage: Option<&str>,
+    ) -> Result<Vec<ExecutionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{EXECUTION_SELECT} WHERE pipeline_name = ?1 AND status = 'InProgress'
+                 AND waiting_for_stage IS NOT NULL AND (?2 IS NULL OR waiting_for_stage = ?2)
+             ORDER BY seq"
+        ))?;
+        let rows = stmt.query_map(params![pipeline, stage], execution_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The recorded state of every inbound transition of a pipeline that was changed.
+    pub fn transitions(&self, pipeline: &str) -> Result<Vec<TransitionRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT stage_name, enabled, reason, changed_by, changed_at_ms FROM transitions
+             WHERE pipeline_name = ?1 ORDER BY stage_name",
+        )?;
+        let rows = stmt.query_map([pipeline], |r| {
+            Ok(TransitionRow {
+                stage_name: r.get(0)?,
+                enabled: r.get(1)?,
+                reason: r.get(2)?,
+                changed_by: r.get(3)?,
+                changed_at_ms: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Enables or disables the transition into a stage, recording who and why.
+    pub fn set_transition(
+        &self,
+        pipeline: &str,
+        stage: &str,
+        enabled: bool,
+        reason: Option<&str>,
+        who: &str,
+    ) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO transitions (pipeline_name, stage_name, enabled, reason, changed_by, changed_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(pipeline_name, stage_name) DO UPDATE SET enabled = ?3, reason = ?4,
+                 changed_by = ?5, changed_at_ms = ?6",
+            params![pipeline, stage, enabled, reason, who, now_ms()],
+        )?;
         Ok(())
     }
 
@@ -1473,11 +1584,11 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
 
 const EXECUTION_SELECT: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
     status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
-    source_revisions FROM executions";
+    source_revisions, waiting_for_stage FROM executions";
 
 const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
     status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
-    source_revisions FROM executions WHERE id = ?1";
+    source_revisions, waiting_for_stage FROM executions WHERE id = ?1";
 
 const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
     fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
@@ -1510,6 +1621,7 @@ fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
         finished_at_ms: r.get(9)?,
         variables: json_map(r, 10)?,
         source_revisions: json_map(r, 11)?,
+        waiting_for_stage: r.get(12)?,
     })
 }
 
