@@ -651,3 +651,208 @@ fn queued_mode_runs_every_execution_one_stage_at_a_time_and_parallel_overlaps() 
         "PARALLEL executions overlap in Build: {a_start}..{a_end} and {b_start}..{b_end}"
     );
 }
+
+/// An HTTP server on 127.0.0.1 that answers 200 and hands over each request body.
+fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/approvals", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        }
+    });
+    (url, rx)
+}
+
+fn approval_pipeline(dir: &Path, name: &str, notify: &str) -> std::path::PathBuf {
+    let source = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: {name}
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+  - name: Review
+    actions:
+      - name: Release
+        actionTypeId: {{category: Approval, owner: Sluice, provider: manual, version: "1"}}
+        configuration:
+          NotificationUrl: "{notify}"
+          CustomData: "Check the staging site first"
+          ExternalEntityLink: "https://staging.example.com"
+  - name: Ship
+    actions:
+      - name: Publish
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "echo shipped"}}
+        inputArtifacts: [Code]
+"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// Waits until the Review/Release approval is pending.
+fn wait_approval(controller: &Controller, id: &str) -> serde_json::Value {
+    wait_for(
+        "the approval to be pending",
+        Duration::from_secs(60),
+        || {
+            let e = controller.execution(id);
+            let attempt = e["stages"][1]["actions"][0]["attempts"]
+                .as_array()?
+                .last()?
+                .clone();
+            (attempt["phase"] == "approval").then_some(e)
+        },
+    )
+}
+
+#[test]
+fn manual_approvals_notify_wait_and_are_approved_rejected_or_time_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (url, notifications) = receiver();
+    controller.create_pipeline(&approval_pipeline(dir.path(), "gate", &url));
+
+    // Pending: the notification carries the review link and the custom data.
+    let id = controller.start_pipeline("gate");
+    wait_approval(&controller, &id);
+    let note: serde_json::Value = serde_json::from_str(
+        &notifications
+            .recv_timeout(Duration::from_secs(30))
+            .expect("no notification"),
+    )
+    .unwrap();
+    assert_eq!(note["executionId"], id.as_str());
+    assert_eq!(note["stage"], "Review");
+    assert_eq!(note["customData"], "Check the staging site first");
+    assert_eq!(note["externalEntityLink"], "https://staging.example.com");
+    assert_eq!(
+        note["reviewLink"],
+        format!("{}/api/v1/executions/{id}", controller.url)
+    );
+    assert_eq!(
+        note["approveCommand"],
+        format!("sluice execution approve {id} --stage Review --action Release")
+    );
+    let shown = ok(controller.cli().args(["execution", "get", &id]));
+    assert!(shown.contains("waiting for approval until"), "{shown}");
+
+    // Approved, with who, when and the comment; the execution goes on.
+    let decided = ok(controller.cli().args([
+        "execution",
+        "approve",
+        &id,
+        "--stage",
+        "Review",
+        "--action",
+        "Release",
+        "--comment",
+        "looks good",
+    ]));
+    assert!(decided.starts_with("Approved Review/Release"), "{decided}");
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    let approval = &done["stages"][1]["actions"][0]["attempts"][0];
+    assert!(
+        approval["summary"]
+            .as_str()
+            .unwrap()
+            .ends_with("(CLI): looks good"),
+        "{approval:#}"
+    );
+    assert_eq!(approval["approval"]["decision"], "Approved");
+    assert!(approval["approval"]["decidedAtMs"].is_number());
+    assert!(approval["approval"]["notifiedAtMs"].is_number());
+    // Deciding again is refused.
+    let (out, _, stderr) = run(controller.cli().args([
+        "execution",
+        "approve",
+        &id,
+        "--stage",
+        "Review",
+        "--action",
+        "Release",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("no approval is pending for Review/Release"),
+        "{stderr}"
+    );
+
+    // Rejected: the action and its stage fail; Ship never runs.
+    let id = controller.start_pipeline("gate");
+    wait_approval(&controller, &id);
+    ok(controller.cli().args([
+        "execution",
+        "reject",
+        &id,
+        "--stage",
+        "Review",
+        "--action",
+        "Release",
+        "--comment",
+        "not today",
+    ]));
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Failed", "{done:#}");
+    assert_eq!(done["stages"][1]["status"], "Failed");
+    let error = done["stages"][1]["actions"][0]["attempts"][0]["error"]
+        .as_str()
+        .unwrap();
+    assert!(
+        error.starts_with("Rejected by ") && error.ends_with(": not today"),
+        "{error}"
+    );
+    assert!(done["stages"][2]["status"].is_null());
+
+    // Timed out: the deadline passes (moved into the past here) and the action fails.
+    let id = controller.start_pipeline("gate");
+    wait_approval(&controller, &id);
+    let db = rusqlite::Connection::open(controller.data_dir.join("sluice.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE approvals SET expires_at_ms = 0 WHERE decision IS NULL",
+        [],
+    )
+    .unwrap();
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Failed", "{done:#}");
+    let attempt = &done["stages"][1]["actions"][0]["attempts"][0];
+    assert_eq!(
+        attempt["error"],
+        "approval timed out: no one approved or rejected it in time"
+    );
+    assert_eq!(attempt["approval"]["decision"], "TimedOut");
+}

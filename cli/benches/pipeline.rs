@@ -296,6 +296,7 @@ async fn bench() -> anyhow::Result<()> {
             .iter()
             .map(|b| (b.manifest, b.wasm))
             .collect(),
+        event_webhooks: Vec::new(),
     })
     .await
     .context("cannot start the controller")?;

@@ -288,6 +288,21 @@ impl Api {
         self.send(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// GET of a Server-Sent Events stream, resuming after `last_event_id` if given.
+    pub async fn get_event_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<i64>,
+    ) -> anyhow::Result<reqwest::Response> {
+        let mut request = self
+            .request(reqwest::Method::GET, path)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id.to_string());
+        }
+        self.send(request).await
+    }
+
     /// POST or PUT of JSON, returning JSON.
     pub async fn send_json(
         &self,

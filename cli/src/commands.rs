@@ -328,6 +328,35 @@ pub fn start_request(
     request
 }
 
+/// `sluice execution approve|reject ID --stage S --action A`.
+pub async fn decide(
+    connect: &ConnectArgs,
+    id: &str,
+    stage: &str,
+    action: &str,
+    approve: bool,
+    comment: &str,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let decision = if approve { "Approved" } else { "Rejected" };
+    let execution = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/approvals"),
+            &json!({"stage": stage, "action": action, "decision": decision, "comment": comment}),
+        )
+        .await?;
+    match out {
+        Output::Json => print_json(&execution),
+        Output::Text => println!(
+            "{decision} {stage}/{action}; execution {id} is {}",
+            execution["status"].as_str().unwrap_or("")
+        ),
+    }
+    Ok(exit::OK)
+}
+
 /// `sluice execution retry ID --stage NAME`.
 pub async fn retry(
     connect: &ConnectArgs,

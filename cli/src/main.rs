@@ -2,6 +2,8 @@
 
 mod client;
 mod commands;
+mod events;
+mod import;
 mod plugins;
 mod scaffold;
 mod server;
@@ -64,6 +66,23 @@ enum Command {
         /// Keep printing as the logs grow, until the actions finish.
         #[arg(long, short = 'f')]
         follow: bool,
+    },
+    /// Print pipeline, stage and action state-change events (CodePipeline's
+    /// EventBridge detail-types), one per line; --follow keeps printing new ones.
+    Events {
+        /// Keep the stream open and print new events as they happen, until Ctrl-C
+        /// (a dropped connection is resumed where it stopped).
+        #[arg(long, short = 'f')]
+        follow: bool,
+        /// Only this pipeline's events.
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Only this execution's events.
+        #[arg(long)]
+        execution: Option<String>,
+        /// Only events after this id (the first column).
+        #[arg(long, value_name = "ID")]
+        since: Option<i64>,
     },
     /// Manage agents.
     #[command(subcommand)]
@@ -205,6 +224,9 @@ enum SecretCommand {
 
 #[derive(Subcommand)]
 enum PipelineCommand {
+    /// Convert AWS CodePipeline definitions (get-pipeline JSON, CloudFormation templates)
+    /// and create them, or print them with --dry-run.
+    Import(import::ImportArgs),
     /// Create a pipeline from a definition file (YAML or JSON, ours or CodePipeline's).
     Create {
         /// The definition file.
@@ -292,6 +314,34 @@ enum PipelineCommand {
 
 #[derive(Subcommand)]
 enum ExecutionCommand {
+    /// Approve a pending manual approval; the execution goes on.
+    Approve {
+        /// Execution id.
+        id: String,
+        /// The approval's stage.
+        #[arg(long)]
+        stage: String,
+        /// The approval action's name.
+        #[arg(long)]
+        action: String,
+        /// A comment, kept with the decision.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Reject a pending manual approval; the action and its stage fail.
+    Reject {
+        /// Execution id.
+        id: String,
+        /// The approval's stage.
+        #[arg(long)]
+        stage: String,
+        /// The approval action's name.
+        #[arg(long)]
+        action: String,
+        /// Why, kept with the decision.
+        #[arg(long)]
+        comment: String,
+    },
     /// Retry a failed or stopped stage: its failed actions, or with --all every action;
     /// the execution keeps its id and every attempt stays in its history.
     Retry {
@@ -399,6 +449,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Up(args) => server::up(args, out).await,
         Command::Controller(args) => server::controller(args).await,
+        Command::Pipeline(PipelineCommand::Import(args)) => import::run(connect, args, out).await,
         Command::Pipeline(PipelineCommand::Validate {
             file,
             remote: false,
@@ -444,6 +495,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 commands::start_request(&variables, &revisions, idempotency_token.as_deref());
             commands::start(connect, &name, &request, wait, out).await
         }
+        Command::Execution(ExecutionCommand::Approve {
+            id,
+            stage,
+            action,
+            comment,
+        }) => commands::decide(connect, &id, &stage, &action, true, &comment, out).await,
+        Command::Execution(ExecutionCommand::Reject {
+            id,
+            stage,
+            action,
+            comment,
+        }) => commands::decide(connect, &id, &stage, &action, false, &comment, out).await,
         Command::Execution(ExecutionCommand::Retry {
             id,
             stage,
@@ -471,6 +534,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             commands::create_token(connect, labels, ttl, out).await
         }
         Command::Agent(AgentCommand::List) => commands::list_agents(connect, out).await,
+        Command::Events {
+            follow,
+            pipeline,
+            execution,
+            since,
+        } => {
+            let args = events::EventsArgs {
+                follow,
+                pipeline,
+                execution,
+                since,
+            };
+            events::events(connect, args, out).await
+        }
         Command::Plugin(command) => plugin(connect, command, out).await,
         Command::Secret(SecretCommand::Set {
             name,

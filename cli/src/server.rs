@@ -41,6 +41,10 @@ pub struct ControllerArgs {
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
+    /// POST every pipeline, stage and action state-change event to this URL as JSON, in
+    /// order, at least once, retrying with backoff (repeatable).
+    #[arg(long = "event-webhook", value_name = "URL")]
+    event_webhooks: Vec<String>,
 }
 
 /// Flags of `sluice up`.
@@ -122,6 +126,7 @@ async fn start_controller(
     settings: Settings,
     tls: Option<(PathBuf, PathBuf)>,
     tls_names: Vec<String>,
+    event_webhooks: Vec<String>,
 ) -> anyhow::Result<Controller> {
     Controller::start(Config {
         data_dir: data_dir.to_owned(),
@@ -130,6 +135,7 @@ async fn start_controller(
         tls_names,
         settings,
         builtin_plugins: builtin_plugins(),
+        event_webhooks,
     })
     .await
     .with_context(|| {
@@ -159,6 +165,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
         settings(args.lease_ttl, args.heartbeat_interval)?,
         operator_cert,
         args.tls_names,
+        args.event_webhooks,
     )
     .await?;
     // The client config is written before the URL is announced, so that whoever waits
@@ -287,6 +294,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
         args.listen,
         Settings::default(),
         None,
+        Vec::new(),
         Vec::new(),
     )
     .await

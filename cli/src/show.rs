@@ -122,6 +122,10 @@ pub fn execution(e: &Value) -> String {
                         out.push_str(&format!("        {k} = {v}\n"));
                     }
                 }
+                let approval = &attempt["approval"];
+                if approval.is_object() {
+                    out.push_str(&approval_summary(attempt, approval));
+                }
                 let tests = &attempt["tests"];
                 if tests.is_object() {
                     out.push_str(&tests_summary(tests));
@@ -140,6 +144,37 @@ pub fn execution(e: &Value) -> String {
                 a["size"]
             ));
         }
+    }
+    out
+}
+
+/// A manual approval: pending until when, notified or not, or the decision.
+fn approval_summary(attempt: &Value, a: &Value) -> String {
+    let mut out = String::new();
+    if attempt["phase"] == "approval" {
+        out.push_str(&format!(
+            "        waiting for approval until {}\n",
+            time(&a["expiresAtMs"])
+        ));
+    }
+    if let Some(error) = a["notifyError"].as_str() {
+        out.push_str(&format!("        notification failed: {error}\n"));
+    } else if a["notifiedAtMs"].is_number() {
+        out.push_str(&format!(
+            "        notified at {}\n",
+            time(&a["notifiedAtMs"])
+        ));
+    }
+    if let Some(decision) = a["decision"].as_str() {
+        out.push_str(&format!(
+            "        {decision} by {} at {}{}\n",
+            str_of(&a["decidedBy"]),
+            time(&a["decidedAtMs"]),
+            a["comment"]
+                .as_str()
+                .map(|c| format!(": {c}"))
+                .unwrap_or_default()
+        ));
     }
     out
 }

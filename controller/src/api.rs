@@ -37,6 +37,8 @@ pub struct ApiState {
     pub engine: Arc<Engine>,
     /// The certificates (to sign agents' requests and show the CA).
     pub certs: Arc<Certificates>,
+    /// Wakes event streams when events are recorded.
+    pub events: Arc<crate::events::EventHub>,
 }
 
 /// An API error: status, stable code, message, and per-field problems.
@@ -405,6 +407,19 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             )
         });
 
+    let decide = api
+        .and(warp::path!("executions" / String / "approvals"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::header::optional::<String>("x-sluice-user"))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(
+            |id: String, s: ApiState, who: Option<String>, req: ApprovalRequest| async move {
+                respond(decide_approval(s, id, who, req))
+            },
+        );
+
     let list_plugins = api
         .and(warp::path!("plugins"))
         .and(warp::get())
@@ -482,6 +497,32 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             )
         });
 
+    let events = api
+        .and(warp::path!("events"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and(warp::query::<crate::events::EventsQuery>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .map(
+            |s: ApiState, q: crate::events::EventsQuery, last: Option<String>| {
+                crate::events::sse_reply(s.engine.store().clone(), s.events.clone(), q, last)
+            },
+        );
+
+    let event_webhooks = api
+        .and(warp::path!("events" / "webhooks"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .webhooks()
+                    .map_err(ApiError::from)
+                    .and_then(|w| json(StatusCode::OK, &w)),
+            )
+        });
+
     // Boxing each route keeps the filter type flat: a long chain of `.or()` over
     // unboxed filters makes type checking take minutes.
     let routes: Vec<BoxedFilter<(Response,)>> = vec![
@@ -504,6 +545,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         get_execution.boxed(),
         get_log.boxed(),
         stop.boxed(),
+        decide.boxed(),
         set_transition.boxed(),
         transitions.boxed(),
         retry.boxed(),
@@ -515,6 +557,8 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         list_secrets.boxed(),
         put_secret.boxed(),
         delete_secret.boxed(),
+        events.boxed(),
+        event_webhooks.boxed(),
     ];
     let mut all: Option<BoxedFilter<(Response,)>> = None;
     for route in routes {
@@ -1013,6 +1057,8 @@ struct AttemptView {
     log: Option<crate::store::LogRow>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tests: Option<TestReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approval: Option<crate::store::ApprovalRow>,
 }
 
 /// The test cases an attempt reported, summed up.
@@ -1067,6 +1113,7 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
     let stage_rows = store.stages(id)?;
     let attempts = store.attempts(id)?;
     let tests = store.test_cases(id)?;
+    let approvals = store.approvals(id)?;
     let mut revision = Sha256::new();
     revision.update(execution.status.as_bytes());
     revision.update(execution.status_summary.as_deref().unwrap_or("").as_bytes());
@@ -1087,6 +1134,7 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
                 views.push(AttemptView {
                     log: store.log(attempt.id)?,
                     tests: tests.get(&attempt.id).map(|cases| TestReport::of(cases)),
+                    approval: approvals.get(&attempt.id).cloned(),
                     attempt: attempt.clone(),
                 });
             }
@@ -1555,4 +1603,39 @@ struct TransitionRequest {
     enabled: bool,
     #[serde(default)]
     reason: String,
+}
+
+// ---- approvals -------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApprovalRequest {
+    stage: String,
+    action: String,
+    /// Approved or Rejected.
+    decision: String,
+    #[serde(default)]
+    comment: String,
+}
+
+fn decide_approval(
+    s: ApiState,
+    id: String,
+    who: Option<String>,
+    req: ApprovalRequest,
+) -> ApiResult {
+    let approve = match req.decision.as_str() {
+        "Approved" => true,
+        "Rejected" => false,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "decision: {other:?} is not Approved or Rejected"
+            )));
+        }
+    };
+    let who = who.unwrap_or_else(|| "api".into());
+    let execution =
+        s.engine
+            .decide_approval(&id, &req.stage, &req.action, approve, &req.comment, &who)?;
+    json(StatusCode::OK, &execution)
 }

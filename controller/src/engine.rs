@@ -221,6 +221,9 @@ pub struct Engine {
     settings: Settings,
     registry: RwLock<Arc<Registry>>,
     secrets: SecretBox,
+    /// For approval notifications.
+    http: reqwest::Client,
+    public_url: RwLock<String>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
 }
@@ -250,6 +253,8 @@ impl Engine {
             settings,
             registry: RwLock::new(Arc::new(Registry::default())),
             secrets,
+            http: notification_client(),
+            public_url: RwLock::new(String::new()),
             state: Mutex::new(State::default()),
             events,
         }
@@ -449,6 +454,7 @@ impl Engine {
                         p.row.grants.secrets.clone(),
                     )
                 })
+                .chain(std::iter::once(sluice_pipeline::approval_entry()))
                 .collect(),
         );
         let mut broken = Vec::new();
@@ -877,9 +883,7 @@ impl Engine {
                         &reason,
                     )?;
                 }
-                let in_flight = latest
-                    .values()
-                    .any(|a| a.phase == phase::OFFERED || a.phase == phase::RUNNING);
+                let in_flight = latest.values().any(|a| phase::in_flight(&a.phase));
                 if !in_flight {
                     self.store.finish_stage(execution_id, index, "Failed")?;
                     let message = format!(
@@ -922,6 +926,179 @@ impl Engine {
         }
         self.finish_execution(execution_id, "Succeeded", None)?;
         Ok(false)
+    }
+
+    /// A manual approval starts: the attempt waits for a person until its deadline, and
+    /// the notification (if the action has a NotificationUrl) goes out in the background.
+    fn open_approval(
+        &self,
+        execution: &store::ExecutionRow,
+        stage: &sluice_pipeline::Stage,
+        action: &Action,
+        attempt: &AttemptRow,
+    ) -> Result<()> {
+        let config = &attempt.resolved_configuration;
+        let minutes = config
+            .get("TimeoutMinutes")
+            .and_then(|m| m.trim().parse::<i64>().ok())
+            .unwrap_or(APPROVAL_DEFAULT_MINUTES);
+        if !(5..=86_400).contains(&minutes) {
+            self.store.end_attempt(
+                attempt.id,
+                &attempt.fencing_token,
+                "Failed",
+                &format!("TimeoutMinutes {minutes} is not from 5 minutes to 60 days (86400)"),
+            )?;
+            return Ok(());
+        }
+        let expires = now_ms() + minutes * 60_000;
+        if !self
+            .store
+            .open_approval(attempt.id, &attempt.fencing_token, expires)?
+        {
+            return Ok(());
+        }
+        tracing::info!(execution = %execution.id, stage = %stage.name, action = %action.name, "Approval pending.");
+        self.emit(Event::Execution(execution.id.clone()));
+        if let Some(url) = config
+            .get("NotificationUrl")
+            .filter(|u| !u.trim().is_empty())
+        {
+            let body = serde_json::json!({
+                "pipeline": execution.pipeline_name,
+                "executionId": execution.id,
+                "stage": stage.name,
+                "action": action.name,
+                "customData": config.get("CustomData"),
+                "externalEntityLink": config.get("ExternalEntityLink"),
+                "expiresAtMs": expires,
+                "reviewLink": format!(
+                    "{}/api/v1/executions/{}",
+                    self.public_url(),
+                    execution.id
+                ),
+                "approveCommand": format!(
+                    "sluice execution approve {} --stage {} --action {}",
+                    execution.id, stage.name, action.name
+                ),
+                "rejectCommand": format!(
+                    "sluice execution reject {} --stage {} --action {} --comment REASON",
+                    execution.id, stage.name, action.name
+                ),
+            });
+            let store = self.store.clone();
+            let client = self.http.clone();
+            let url = url.trim().to_string();
+            let id = attempt.id;
+            tokio::spawn(async move {
+                let error = notify(&client, &url, &body).await.err();
+                if let Err(e) = store.approval_notified(id, error.as_deref()) {
+                    tracing::warn!(attempt = id, error = %e, "Could not record the approval notification.");
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Approves or rejects the pending approval `stage`/`action` of an execution. A
+    /// rejection fails the action, and so the stage.
+    pub fn decide_approval(
+        &self,
+        execution_id: &str,
+        stage_name: &str,
+        action_name: &str,
+        approve: bool,
+        comment: &str,
+        who: &str,
+    ) -> Result<store::ExecutionRow> {
+        let mut st = self.lock();
+        let execution = self.store.execution(execution_id)?;
+        let def = self.definition(
+            &mut st,
+            &execution.pipeline_name,
+            execution.pipeline_version,
+        )?;
+        let index = def
+            .stages
+            .iter()
+            .position(|s| s.name == stage_name)
+            .map(|i| i as i64);
+        let pending = self.store.attempts(execution_id)?.into_iter().find(|a| {
+            Some(a.stage_index) == index
+                && a.action_name == action_name
+                && a.phase == phase::APPROVAL
+        });
+        let Some(pending) = pending else {
+            return Err(StoreError::Conflict(format!(
+                "no approval is pending for {stage_name}/{action_name} in execution {execution_id}"
+            ))
+            .into());
+        };
+        let comment = comment.trim();
+        if comment.chars().count() > 512 {
+            return Err(EngineError::Invalid(
+                "the comment must be at most 512 characters".to_string(),
+            ));
+        }
+        let said = if comment.is_empty() {
+            String::new()
+        } else {
+            format!(": {comment}")
+        };
+        let (status, summary, error, decision) = if approve {
+            (
+                "Succeeded",
+                Some(format!("Approved by {who}{said}")),
+                None,
+                "Approved",
+            )
+        } else {
+            (
+                "Failed",
+                None,
+                Some(format!("Rejected by {who}{said}")),
+                "Rejected",
+            )
+        };
+        if !self.store.finish_attempt(
+            pending.id,
+            &pending.fencing_token,
+            status,
+            summary.as_deref(),
+            error.as_deref(),
+            &BTreeMap::new(),
+            &[],
+        )? {
+            return Err(StoreError::Conflict(format!(
+                "the approval {stage_name}/{action_name} was decided meanwhile"
+            ))
+            .into());
+        }
+        self.store.decide_approval(
+            pending.id,
+            decision,
+            who,
+            (!comment.is_empty()).then_some(comment),
+        )?;
+        tracing::info!(execution = %execution_id, stage = %stage_name, action = %action_name, decision, who, "Approval decided.");
+        self.advance(&mut st, execution_id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(execution_id.to_string()));
+        Ok(self.store.execution(execution_id)?)
+    }
+
+    /// The URL people reach the controller at (for review links).
+    fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Sets the URL people reach the controller at.
+    pub fn set_public_url(&self, url: &str) {
+        *self.public_url.write().unwrap_or_else(|p| p.into_inner()) = url.to_string();
     }
 
     /// Enables or disables the transition into a stage. Executions wait in front of a
@@ -1080,10 +1257,7 @@ impl Engine {
     /// running, its open stages and the execution itself end as Stopped.
     fn finish_stopping(&self, execution: &store::ExecutionRow) -> Result<()> {
         let attempts = self.store.attempts(&execution.id)?;
-        if attempts
-            .iter()
-            .any(|a| a.phase == phase::OFFERED || a.phase == phase::RUNNING)
-        {
+        if attempts.iter().any(|a| phase::in_flight(&a.phase)) {
             return Ok(());
         }
         for stage in self.store.stages(&execution.id)? {
@@ -1139,7 +1313,23 @@ impl Engine {
             .set_execution_status(id, "Stopping", Some(&summary))?;
         for attempt in self.store.attempts(id)? {
             let in_flight = attempt.phase == phase::OFFERED || attempt.phase == phase::RUNNING;
-            if attempt.phase == phase::QUEUED {
+            if attempt.phase == phase::APPROVAL {
+                // Nobody is working on a pending approval: stopping, in either mode,
+                // abandons it rather than waiting for a decision.
+                if self.store.end_attempt(
+                    attempt.id,
+                    &attempt.fencing_token,
+                    "Abandoned",
+                    &format!("abandoned: {summary}"),
+                )? {
+                    self.store.decide_approval(
+                        attempt.id,
+                        "Abandoned",
+                        "sluice",
+                        Some(&summary),
+                    )?;
+                }
+            } else if attempt.phase == phase::QUEUED {
                 st.queue.remove(&attempt.id);
                 self.store.end_attempt(
                     attempt.id,
@@ -1237,6 +1427,10 @@ impl Engine {
         let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name) else {
             return Ok(false);
         };
+        if action.action_type_id.category == sluice_pipeline::Category::Approval {
+            self.open_approval(&execution, stage, action, attempt)?;
+            return Ok(false);
+        }
         let action_type = sluice_proto::ActionType {
             category: action.action_type_id.category.to_string(),
             owner: action.action_type_id.owner.clone(),
@@ -1995,6 +2189,19 @@ impl Engine {
             tracing::warn!(attempt = id, "Offer not accepted in time; requeueing.");
             self.requeue(&mut st, id)?;
         }
+        for attempt in self.store.expired_approvals(now)? {
+            if self.store.end_attempt(
+                attempt.id,
+                &attempt.fencing_token,
+                "Failed",
+                "approval timed out: no one approved or rejected it in time",
+            )? {
+                self.store
+                    .decide_approval(attempt.id, "TimedOut", "sluice", None)?;
+                self.advance(&mut st, &attempt.execution_id)?;
+                self.emit(Event::Execution(attempt.execution_id.clone()));
+            }
+        }
         for attempt in self.store.expired_attempts(now)? {
             let agent = attempt.agent_id.clone().unwrap_or_default();
             if let Some(session) = st.sessions.get_mut(&agent) {
@@ -2064,6 +2271,50 @@ impl Engine {
             .map(|(id, s)| (id.clone(), s.held.len()))
             .collect()
     }
+}
+
+/// How long a manual approval waits by default: 7 days, as in CodePipeline.
+const APPROVAL_DEFAULT_MINUTES: i64 = 7 * 24 * 60;
+
+/// An HTTPS client for notifications: the system's roots, no redirects.
+fn notification_client() -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let built = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .ok()
+        .and_then(|tls| {
+            reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(Duration::from_secs(10))
+                .build()
+                .ok()
+        });
+    built.unwrap_or_default()
+}
+
+/// POSTs a notification, trying three times with a growing pause.
+async fn notify(
+    client: &reqwest::Client,
+    url: &str,
+    body: &serde_json::Value,
+) -> Result<(), String> {
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt) * 2)).await;
+        }
+        match client.post(url).json(body).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{url} answered {}", r.status()),
+            Err(e) => last = format!("{url}: {e}"),
+        }
+    }
+    tracing::warn!(url, error = %last, "Approval notification failed.");
+    Err(last)
 }
 
 fn new_token() -> String {

@@ -11,10 +11,12 @@
 //! - [`api`]: the HTTPS routes; [`server`]: the TLS listener that serves them.
 //! - [`tls`]: the controller's CA and certificates; [`blobs`]: the artifact store;
 //!   [`logs`]: log files.
+//! - [`events`]: state-change events (SSE stream, webhooks).
 
 pub mod api;
 pub mod blobs;
 pub mod engine;
+pub mod events;
 pub mod logs;
 pub mod plugins;
 pub mod secrets;
@@ -45,6 +47,8 @@ pub struct Config {
     /// The plugins built into this binary: (manifest text, WASM component). They are
     /// registered at every start, granted what their manifests ask for.
     pub builtin_plugins: Vec<(&'static str, &'static [u8])>,
+    /// URLs every state-change event is POSTed to (in order, at least once).
+    pub event_webhooks: Vec<String>,
 }
 
 /// Errors starting a controller.
@@ -76,6 +80,9 @@ pub enum StartError {
     /// A built-in plugin could not be registered.
     #[error("cannot register a built-in plugin: {0}")]
     Plugin(#[from] plugins::InstallError),
+    /// Event delivery could not be set up.
+    #[error(transparent)]
+    Events(#[from] events::EventsError),
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -127,6 +134,8 @@ impl Controller {
         }
         engine.reload_plugins()?;
         engine.recover()?;
+        let webhooks = events::Webhooks::new(&config.event_webhooks)?;
+        let event_hub = Arc::new(events::EventHub::new(engine.store().last_event_id()?));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -141,20 +150,24 @@ impl Controller {
         let routes = api::routes(api::ApiState {
             engine: engine.clone(),
             certs: certs.clone(),
+            events: event_hub.clone(),
         });
         let tls_config = certs.server_config()?;
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(server::serve(listener, tls_config, routes)),
             tokio::spawn(engine.clone().run_reaper()),
         ];
+        tasks.extend(webhooks.spawn(&engine, &event_hub));
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "Controller listening.");
-        Ok(Controller {
+        let controller = Controller {
             engine,
             certs,
             local_addr,
             data_dir,
             tasks,
-        })
+        };
+        controller.engine.set_public_url(&controller.url());
+        Ok(controller)
     }
 
     /// The address the controller listens on.

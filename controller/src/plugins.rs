@@ -60,6 +60,7 @@ impl Registry {
         let entries = plugins
             .iter()
             .flat_map(|p| ProviderEntry::from_manifest(&p.manifest, p.row.grants.secrets.clone()))
+            .chain(std::iter::once(sluice_pipeline::approval_entry()))
             .collect();
         Ok(Registry {
             plugins,

@@ -34,6 +34,11 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0005_stage_entry",
         include_str!("../migrations/0005_stage_entry.sql"),
     ),
+    ("0006_events", include_str!("../migrations/0006_events.sql")),
+    (
+        "0007_approvals",
+        include_str!("../migrations/0007_approvals.sql"),
+    ),
 ];
 
 /// Errors from the store.
@@ -82,8 +87,37 @@ pub mod phase {
     pub const OFFERED: &str = "offered";
     /// Running on an agent.
     pub const RUNNING: &str = "running";
+    /// A manual approval waiting for a person (the controller runs it; no agent).
+    pub const APPROVAL: &str = "approval";
     /// Finished, one way or another.
     pub const DONE: &str = "done";
+
+    /// Whether an attempt in this phase has started and not finished.
+    pub fn in_flight(phase: &str) -> bool {
+        matches!(phase, OFFERED | RUNNING | APPROVAL)
+    }
+}
+
+/// A manual approval.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalRow {
+    /// The approval's attempt.
+    pub attempt_id: i64,
+    /// When it times out.
+    pub expires_at_ms: i64,
+    /// When the notification was delivered.
+    pub notified_at_ms: Option<i64>,
+    /// Why the notification could not be delivered.
+    pub notify_error: Option<String>,
+    /// Approved, Rejected or TimedOut.
+    pub decision: Option<String>,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at_ms: Option<i64>,
+    /// What they said.
+    pub comment: Option<String>,
 }
 
 /// The SQLite store.
@@ -807,6 +841,92 @@ impl Store {
             params![pipeline, stage, enabled, reason, who, now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Moves a queued attempt to waiting for approval, with its deadline.
+    pub fn open_approval(&self, id: i64, token: &str, expires_at_ms: i64) -> Result<bool> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE action_attempts SET phase = 'approval', waiting_reason = NULL,
+                 started_at_ms = COALESCE(started_at_ms, ?3)
+             WHERE id = ?1 AND fencing_token = ?2 AND phase = 'queued'",
+            params![id, token, now_ms()],
+        )?;
+        if changed == 1 {
+            tx.execute(
+                "INSERT OR REPLACE INTO approvals (attempt_id, expires_at_ms) VALUES (?1, ?2)",
+                params![id, expires_at_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(changed == 1)
+    }
+
+    /// Records how the approval's notification went.
+    pub fn approval_notified(&self, id: i64, error: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE approvals SET notified_at_ms = CASE WHEN ?2 IS NULL THEN ?3 END,
+                 notify_error = ?2 WHERE attempt_id = ?1",
+            params![id, error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a decision on an approval.
+    pub fn decide_approval(
+        &self,
+        id: i64,
+        decision: &str,
+        who: &str,
+        comment: Option<&str>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE approvals SET decision = ?2, decided_by = ?3, decided_at_ms = ?4, comment = ?5
+             WHERE attempt_id = ?1",
+            params![id, decision, who, now_ms(), comment],
+        )?;
+        Ok(())
+    }
+
+    /// The approvals of an execution, by attempt id.
+    pub fn approvals(&self, execution_id: &str) -> Result<BTreeMap<i64, ApprovalRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT p.attempt_id, p.expires_at_ms, p.notified_at_ms, p.notify_error, p.decision,
+                    p.decided_by, p.decided_at_ms, p.comment
+             FROM approvals p JOIN action_attempts a ON a.id = p.attempt_id
+             WHERE a.execution_id = ?1",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            Ok(ApprovalRow {
+                attempt_id: r.get(0)?,
+                expires_at_ms: r.get(1)?,
+                notified_at_ms: r.get(2)?,
+                notify_error: r.get(3)?,
+                decision: r.get(4)?,
+                decided_by: r.get(5)?,
+                decided_at_ms: r.get(6)?,
+                comment: r.get(7)?,
+            })
+        })?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let row = row?;
+            out.insert(row.attempt_id, row);
+        }
+        Ok(out)
+    }
+
+    /// Pending approvals past their deadline.
+    pub fn expired_approvals(&self, now: i64) -> Result<Vec<AttemptRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(&format!(
+            "{ATTEMPT_SELECT} WHERE phase = 'approval'
+                 AND id IN (SELECT attempt_id FROM approvals WHERE expires_at_ms < ?1)"
+        ))?;
+        let rows = stmt.query_map([now], attempt_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Whether an execution of the same pipeline newer than this one reached the stage.
@@ -1561,6 +1681,320 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+// ---- events ------------------------------------------------------------------------
+
+/// A state-change event to record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    /// When the change happened, ms since epoch.
+    pub time_ms: i64,
+    /// EventBridge detail-type.
+    pub detail_type: String,
+    /// Pipeline name.
+    pub pipeline_name: String,
+    /// Execution id.
+    pub execution_id: String,
+    /// `pipeline`, `stage:<index>` or `attempt:<id>`.
+    pub entity: String,
+    /// STARTED, SUCCEEDED, ...
+    pub state: String,
+    /// Stage retries when recorded (summed over the stages for the pipeline).
+    pub generation: i64,
+    /// The `detail` JSON.
+    pub detail: String,
+}
+
+/// A recorded event.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Monotonically increasing id.
+    pub id: i64,
+    /// The rest.
+    pub event: NewEvent,
+}
+
+/// An execution with its stages and attempts, read at one instant.
+#[derive(Debug, Clone)]
+pub struct ExecutionSnapshot {
+    /// The execution.
+    pub execution: ExecutionRow,
+    /// Its stage executions.
+    pub stages: Vec<StageRow>,
+    /// Its attempts.
+    pub attempts: Vec<AttemptRow>,
+}
+
+/// What the recorder last recorded for one entity of an execution.
+#[derive(Debug, Clone)]
+pub struct RecordedState {
+    /// `pipeline`, `stage:<index>` or `attempt:<id>`.
+    pub entity: String,
+    /// Its last state.
+    pub state: String,
+    /// Its generation then.
+    pub generation: i64,
+}
+
+/// An execution, as the event recorder's catch-up scan sees it.
+#[derive(Debug, Clone)]
+pub struct EventScanRow {
+    /// Execution id.
+    pub id: String,
+    /// Its status now.
+    pub status: String,
+    /// Its stages' retries, summed.
+    pub generation: i64,
+    /// The last pipeline-level state recorded for it, with its generation.
+    pub recorded: Option<(String, i64)>,
+}
+
+/// An outgoing webhook's delivery state.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookRow {
+    /// Where events go.
+    pub url: String,
+    /// The last event it acknowledged.
+    pub delivered_id: i64,
+    /// Consecutive failed deliveries.
+    pub failures: i64,
+    /// Why the last delivery failed.
+    pub last_error: Option<String>,
+    /// Last change, ms since epoch.
+    pub updated_at_ms: i64,
+}
+
+impl Store {
+    /// An execution with its stages and attempts, read under one lock so that the
+    /// three agree (every write goes through the same connection). None if it does not
+    /// exist.
+    pub fn event_snapshot(&self, execution_id: &str) -> Result<Option<ExecutionSnapshot>> {
+        let conn = self.conn();
+        let Some(execution) = conn
+            .query_row(EXECUTION_SELECT_BY_ID, [execution_id], execution_from_row)
+            .optional()?
+        else {
+            return Ok(None);
+        };
+        let mut stmt = conn.prepare(
+            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
+                    retries
+             FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
+        )?;
+        let stages = stmt
+            .query_map([execution_id], |r| {
+                Ok(StageRow {
+                    stage_index: r.get(0)?,
+                    stage_name: r.get(1)?,
+                    status: r.get(2)?,
+                    started_at_ms: r.get(3)?,
+                    finished_at_ms: r.get(4)?,
+                    attempt_floor: r.get(5)?,
+                    retries: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut stmt = conn.prepare(&format!(
+            "{ATTEMPT_SELECT} WHERE execution_id = ?1 ORDER BY stage_index, run_order, action_name, attempt"
+        ))?;
+        let attempts = stmt
+            .query_map([execution_id], attempt_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(ExecutionSnapshot {
+            execution,
+            stages,
+            attempts,
+        }))
+    }
+
+    /// The last recorded state of each entity of an execution.
+    pub fn recorded_states(&self, execution_id: &str) -> Result<Vec<RecordedState>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT entity, state, generation FROM events WHERE id IN
+                 (SELECT MAX(id) FROM events WHERE execution_id = ?1 GROUP BY entity)",
+        )?;
+        let rows = stmt.query_map([execution_id], |r| {
+            Ok(RecordedState {
+                entity: r.get(0)?,
+                state: r.get(1)?,
+                generation: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Appends events in one transaction; returns the id of the last one (0 if none).
+    pub fn insert_events(&self, events: &[NewEvent]) -> Result<i64> {
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO events (time_ms, detail_type, pipeline_name, execution_id, entity,
+                     state, generation, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for e in events {
+                stmt.execute(params![
+                    e.time_ms,
+                    e.detail_type,
+                    e.pipeline_name,
+                    e.execution_id,
+                    e.entity,
+                    e.state,
+                    e.generation,
+                    e.detail
+                ])?;
+            }
+        }
+        let last = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(last)
+    }
+
+    /// Events after `after`, oldest first, optionally of one pipeline and/or execution.
+    pub fn events_after(
+        &self,
+        after: i64,
+        pipeline: Option<&str>,
+        execution: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<EventRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, time_ms, detail_type, pipeline_name, execution_id, entity, state,
+                    generation, detail
+             FROM events
+             WHERE id > ?1 AND (?2 IS NULL OR pipeline_name = ?2)
+               AND (?3 IS NULL OR execution_id = ?3)
+             ORDER BY id LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![after, pipeline, execution, limit], |r| {
+            Ok(EventRow {
+                id: r.get(0)?,
+                event: NewEvent {
+                    time_ms: r.get(1)?,
+                    detail_type: r.get(2)?,
+                    pipeline_name: r.get(3)?,
+                    execution_id: r.get(4)?,
+                    entity: r.get(5)?,
+                    state: r.get(6)?,
+                    generation: r.get(7)?,
+                    detail: r.get(8)?,
+                },
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The id of the newest event (0 if there is none).
+    pub fn last_event_id(&self) -> Result<i64> {
+        Ok(self
+            .conn()
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?)
+    }
+
+    /// Executions created before events were recorded have a `seq` at or below this.
+    pub fn events_baseline(&self) -> Result<i64> {
+        Ok(self.conn().query_row(
+            "SELECT COALESCE(MAX(max_seq), 0) FROM events_baseline",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Every execution that events are recorded for, with its status, generation and
+    /// the last pipeline-level state recorded for it, oldest first: what the recorder
+    /// compares at start and after it lagged behind.
+    pub fn event_scan(&self) -> Result<Vec<EventScanRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT e.id, e.status,
+                    (SELECT COALESCE(SUM(s.retries), 0) FROM stage_executions s
+                     WHERE s.execution_id = e.id),
+                    v.state, v.generation
+             FROM executions e
+             LEFT JOIN events v ON v.id = (SELECT MAX(id) FROM events
+                                          WHERE execution_id = e.id AND entity = 'pipeline')
+             WHERE e.seq > (SELECT COALESCE(MAX(max_seq), 0) FROM events_baseline)
+             ORDER BY e.seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let state: Option<String> = r.get(3)?;
+            let generation: Option<i64> = r.get(4)?;
+            Ok(EventScanRow {
+                id: r.get(0)?,
+                status: r.get(1)?,
+                generation: r.get(2)?,
+                recorded: state.map(|s| (s, generation.unwrap_or(0))),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A webhook's delivery state, registering it (from the newest event on: a new
+    /// webhook gets what happens from now on) if it is new.
+    pub fn webhook(&self, url: &str) -> Result<WebhookRow> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT OR IGNORE INTO event_webhooks (url, delivered_id, updated_at_ms)
+             VALUES (?1, (SELECT COALESCE(MAX(id), 0) FROM events), ?2)",
+            params![url, now_ms()],
+        )?;
+        Ok(conn.query_row(
+            "SELECT url, delivered_id, failures, last_error, updated_at_ms FROM event_webhooks
+             WHERE url = ?1",
+            [url],
+            webhook_from_row,
+        )?)
+    }
+
+    /// Every webhook ever configured, with its delivery state.
+    pub fn webhooks(&self) -> Result<Vec<WebhookRow>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT url, delivered_id, failures, last_error, updated_at_ms FROM event_webhooks
+             ORDER BY url",
+        )?;
+        let rows = stmt.query_map([], webhook_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Records that a webhook acknowledged event `id`.
+    pub fn webhook_delivered(&self, url: &str, id: i64) -> Result<()> {
+        self.conn().execute(
+            "UPDATE event_webhooks SET delivered_id = MAX(delivered_id, ?2), failures = 0,
+                 last_error = NULL, updated_at_ms = ?3
+             WHERE url = ?1",
+            params![url, id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed delivery to a webhook.
+    pub fn webhook_failed(&self, url: &str, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE event_webhooks SET failures = failures + 1, last_error = ?2, updated_at_ms = ?3
+             WHERE url = ?1",
+            params![url, error, now_ms()],
+        )?;
+        Ok(())
+    }
+}
+
+fn webhook_from_row(r: &Row<'_>) -> rusqlite::Result<WebhookRow> {
+    Ok(WebhookRow {
+        url: r.get(0)?,
+        delivered_id: r.get(1)?,
+        failures: r.get(2)?,
+        last_error: r.get(3)?,
+        updated_at_ms: r.get(4)?,
+    })
 }
 
 fn test_status_name(status: sluice_proto::TestStatus) -> &'static str {

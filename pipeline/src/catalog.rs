@@ -108,13 +108,70 @@ pub fn builtin_manifests() -> Vec<Manifest> {
         .collect()
 }
 
+/// The manual approval, which the controller runs itself (no plugin, no agent):
+/// `{category: Approval, owner: Sluice, provider: manual, version: "1"}`.
+pub fn approval_entry() -> ProviderEntry {
+    use crate::manifest::ValueType;
+    let field = |name: &str, kind, default: Option<&str>, description: &str| ConfigField {
+        name: name.to_string(),
+        kind,
+        required: false,
+        secret: false,
+        description: description.to_string(),
+        default: default.map(str::to_string),
+        values: Vec::new(),
+    };
+    ProviderEntry {
+        category: Category::Approval,
+        owner: "Sluice".to_owned(),
+        provider: "manual".to_owned(),
+        version: "1".to_owned(),
+        min_inputs: 0,
+        max_inputs: 0,
+        min_outputs: 0,
+        max_outputs: 0,
+        plugin: Some(PluginEntry {
+            id: "manual-approval".to_string(),
+            config: vec![
+                field(
+                    "NotificationUrl",
+                    ValueType::String,
+                    None,
+                    "An http(s) URL the controller POSTs the pending approval to (JSON with the review link and CustomData).",
+                ),
+                field(
+                    "CustomData",
+                    ValueType::String,
+                    None,
+                    "Text for the reviewer, sent with the notification and shown with the approval.",
+                ),
+                field(
+                    "ExternalEntityLink",
+                    ValueType::String,
+                    None,
+                    "A link for the reviewer to look at (a staging site, a change log).",
+                ),
+                field(
+                    "TimeoutMinutes",
+                    ValueType::Integer,
+                    Some("10080"),
+                    "How long the approval waits before the action fails: 5 minutes to 60 days (86400); 7 days by default.",
+                ),
+            ],
+            granted_secrets: Vec::new(),
+        }),
+    }
+}
+
 impl Catalog {
-    /// The providers built into Sluice (owner `Sluice`), each granted what it asks for.
+    /// The providers built into Sluice (owner `Sluice`), each granted what it asks for,
+    /// and the manual approval.
     pub fn builtin() -> Catalog {
-        let entries = builtin_manifests()
+        let mut entries: Vec<ProviderEntry> = builtin_manifests()
             .iter()
             .flat_map(|m| ProviderEntry::from_manifest(m, m.capabilities.secrets.clone()))
             .collect();
+        entries.push(approval_entry());
         Catalog { entries }
     }
 

@@ -17,14 +17,16 @@
 
 mod catalog;
 mod diag;
+pub mod import;
 pub mod manifest;
 mod model;
 mod parse;
 mod validate;
 mod yaml;
 
-pub use catalog::{Catalog, PluginEntry, ProviderEntry, builtin_manifests};
+pub use catalog::{Catalog, PluginEntry, ProviderEntry, approval_entry, builtin_manifests};
 pub use diag::{Diagnostic, Diagnostics};
+pub use import::{ImportOptions, import};
 pub use manifest::Manifest;
 pub use model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
 pub use validate::validate;

@@ -38,7 +38,7 @@ fn invalid_definition_reports_every_rule() {
              available: Build/Sluice/buildspec@1, Test/Sluice/buildspec@1, Build/Sluice/commands@1, \
              Test/Sluice/commands@1, Deploy/Sluice/directory@1, Deploy/Sluice/http@1, \
              Invoke/Sluice/wasm@1, Source/Sluice/directory@1, Source/Sluice/git@1, \
-             Test/Sluice/junit@1 (line 21)",
+             Test/Sluice/junit@1, Approval/Sluice/manual@1 (line 21)",
             "stages[1].actions[1].configuration.ThisKeyIsFarTooLongToBeAcceptedAsAConfigurationKeyName: \
              configuration keys must have 1 to 50 characters, this one has 54 (line 23)",
             r#"stages[2].name: duplicate stage name "Build", already used by an earlier stage; stage names must be unique (line 24)"#,

@@ -1,0 +1,653 @@
+//! End-to-end tests of state-change events: the exact sequence an execution produces,
+//! read through `sluice events`, through the Server-Sent Events endpoint with a raw
+//! HTTPS client (resuming with `since` and `Last-Event-ID`), and POSTed to a webhook
+//! that fails at first; and a controller killed mid-execution that neither loses nor
+//! repeats events. Real controller and agent processes, real plugins.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use sluice_e2e::*;
+
+/// Source (directory) → Build (one `commands` action).
+fn pipeline(dir: &Path, name: &str, commands: &str) -> PathBuf {
+    let source = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: {name}
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+  - name: Build
+    actions:
+      - name: Work
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "{commands}"}}
+        inputArtifacts: [Code]
+"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// What a successful run of [`pipeline`] produces, as "kind STATE name".
+const SUCCEEDED: [&str; 10] = [
+    "pipeline STARTED",
+    "stage STARTED Source",
+    "action STARTED Snapshot",
+    "action SUCCEEDED Snapshot",
+    "stage SUCCEEDED Source",
+    "stage STARTED Build",
+    "action STARTED Work",
+    "action SUCCEEDED Work",
+    "stage SUCCEEDED Build",
+    "pipeline SUCCEEDED",
+];
+
+const FAILED: [&str; 10] = [
+    "pipeline STARTED",
+    "stage STARTED Source",
+    "action STARTED Snapshot",
+    "action SUCCEEDED Snapshot",
+    "stage SUCCEEDED Source",
+    "stage STARTED Build",
+    "action STARTED Work",
+    "action FAILED Work",
+    "stage FAILED Build",
+    "pipeline FAILED",
+];
+
+/// "kind STATE name" of an event.
+fn summary(event: &Value) -> String {
+    let kind = match event["detail-type"].as_str().unwrap() {
+        "CodePipeline Pipeline Execution State Change" => "pipeline",
+        "CodePipeline Stage Execution State Change" => "stage",
+        "CodePipeline Action Execution State Change" => "action",
+        other => panic!("unexpected detail-type {other}"),
+    };
+    let detail = &event["detail"];
+    let name = detail["action"]
+        .as_str()
+        .or(detail["stage"].as_str())
+        .unwrap_or("");
+    format!("{kind} {} {name}", detail["state"].as_str().unwrap())
+        .trim()
+        .to_string()
+}
+
+fn summaries(events: &[Value]) -> Vec<String> {
+    events.iter().map(summary).collect()
+}
+
+/// `sluice events --execution ID -o json`: one JSON document per line.
+fn cli_events(controller: &Controller, execution: &str) -> Vec<Value> {
+    ok(controller
+        .cli()
+        .args(["events", "--execution", execution, "-o", "json"]))
+    .lines()
+    .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+    .collect()
+}
+
+/// Waits until the execution's events end with a pipeline-level end.
+fn wait_events(controller: &Controller, execution: &str, count: usize) -> Vec<Value> {
+    wait_for(
+        &format!("{count} events of execution {execution}"),
+        Duration::from_secs(30),
+        || {
+            let events = cli_events(controller, execution);
+            (events.len() >= count).then_some(events)
+        },
+    )
+}
+
+/// Where the controller's API is, how to trust it and the API token, for a raw client.
+#[derive(Clone)]
+struct Endpoint {
+    url: String,
+    ca_pem: Vec<u8>,
+    token: String,
+}
+
+fn endpoint(controller: &Controller) -> Endpoint {
+    let config = std::fs::read_to_string(&controller.config).unwrap();
+    let token = config
+        .lines()
+        .find_map(|l| l.strip_prefix("token = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    Endpoint {
+        url: controller.url.clone(),
+        ca_pem: std::fs::read(controller.data_dir.join("tls").join("ca.crt")).unwrap(),
+        token,
+    }
+}
+
+impl Endpoint {
+    /// A reqwest client trusting only the controller's CA.
+    fn client(&self) -> reqwest::Client {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&self.ca_pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap()
+    }
+
+    /// GET returning (status, JSON body).
+    fn get_json(&self, path: &str, token: bool) -> (u16, Value) {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let mut request = self.client().get(format!("{}{path}", self.url));
+            if token {
+                request = request.bearer_auth(&self.token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap())
+        })
+    }
+}
+
+/// One Server-Sent Event: id, event, data.
+#[derive(Debug)]
+struct Sse {
+    id: i64,
+    event: String,
+    data: Value,
+}
+
+/// Splits complete events off the front of `buffer`.
+fn take_events(buffer: &mut String) -> Vec<Sse> {
+    let mut out = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let (mut id, mut event, mut data) = (None, None, None);
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id:") {
+                id = Some(v.trim().parse().unwrap());
+            } else if let Some(v) = line.strip_prefix("event:") {
+                event = Some(v.trim().to_string());
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data = Some(serde_json::from_str(v.trim()).unwrap());
+            }
+        }
+        if let (Some(id), Some(event), Some(data)) = (id, event, data) {
+            out.push(Sse { id, event, data });
+        }
+    }
+    out
+}
+
+/// GET /api/v1/events with `query` and headers, reading until `until` says enough (or
+/// the stream ends). Returns the status, content type and events.
+fn sse(
+    endpoint: &Endpoint,
+    query: &str,
+    headers: &[(&str, &str)],
+    until: impl Fn(&[Sse]) -> bool,
+) -> (u16, String, Vec<Sse>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let mut request = endpoint
+            .client()
+            .get(format!("{}/api/v1/events?{query}", endpoint.url))
+            .bearer_auth(&endpoint.token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let mut buffer = String::new();
+        let mut events = Vec::new();
+        let read = async {
+            while let Some(chunk) = response.chunk().await.unwrap() {
+                buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+                events.extend(take_events(&mut buffer));
+                if until(&events) {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .expect("the event stream stalled");
+        (status, content_type, events)
+    })
+}
+
+/// What a webhook receiver answered to each delivery, and the body it got.
+type Deliveries = Arc<Mutex<Vec<(u16, Value)>>>;
+
+/// An HTTP server on 127.0.0.1 that answers 500 to the first `failures` requests and
+/// 200 after; it records (status answered, body) of each.
+fn webhook_receiver(failures: usize) -> (String, Deliveries) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/sluice", listener.local_addr().unwrap());
+    let seen: Deliveries = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let mut log = log.lock().unwrap();
+            let status = if log.len() < failures { 500 } else { 200 };
+            log.push((status, serde_json::from_slice(&body).unwrap()));
+            drop(log);
+            let reason = if status == 200 {
+                "OK"
+            } else {
+                "Internal Server Error"
+            };
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = webhook_receiver(2);
+    let controller = Controller::start(dir.path(), 0, &["--event-webhook", &hook]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    controller.create_pipeline(&pipeline(dir.path(), "evented", "echo built"));
+    controller.create_pipeline(&pipeline(dir.path(), "broken", "echo no; exit 3"));
+
+    // A run that succeeds, read with `sluice events -o json`.
+    let ok_id = controller.start_pipeline("evented");
+    assert_eq!(
+        controller.wait_finished(&ok_id, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+    let events = wait_events(&controller, &ok_id, SUCCEEDED.len());
+    assert_eq!(summaries(&events), SUCCEEDED, "{events:#?}");
+    let ids: Vec<i64> = events.iter().map(|e| e["id"].as_i64().unwrap()).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    for event in &events {
+        assert_eq!(event["source"], "sluice");
+        assert!(event["time"].as_str().unwrap().ends_with('Z'), "{event}");
+        assert_eq!(event["detail"]["pipeline"], "evented");
+        assert_eq!(event["detail"]["execution-id"], ok_id.as_str());
+        assert_eq!(event["detail"]["version"], 1);
+    }
+    let work = &events[7]["detail"];
+    assert_eq!(work["stage"], "Build");
+    assert_eq!(work["attempt"], 1);
+    assert_eq!(
+        work["type"],
+        serde_json::json!({"owner": "Sluice", "provider": "commands", "category": "Build", "version": "1"})
+    );
+    assert_eq!(
+        events[0]["detail"]["execution-trigger"]["trigger-type"],
+        "StartPipelineExecution"
+    );
+
+    // The text form: one line per event.
+    let text = ok(controller.cli().args(["events", "--execution", &ok_id]));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), SUCCEEDED.len(), "{text}");
+    assert!(
+        lines[7].contains("action")
+            && lines[7].contains("SUCCEEDED")
+            && lines[7].contains(&format!("evented/{ok_id}/Build/Work (attempt 1)")),
+        "{text}"
+    );
+    assert!(
+        lines[0].contains("pipeline") && lines[0].contains(&format!("evented/{ok_id}")),
+        "{text}"
+    );
+
+    // The SSE endpoint, read raw: the same events, with id: and event: set.
+    let api = endpoint(&controller);
+    let (status, content_type, raw) = sse(
+        &api,
+        &format!("execution={ok_id}&follow=false"),
+        &[],
+        |_| false,
+    );
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("text/event-stream"),
+        "{content_type}"
+    );
+    assert_eq!(raw.len(), SUCCEEDED.len());
+    for (sse, cli) in raw.iter().zip(&events) {
+        assert_eq!(sse.data, *cli);
+        assert_eq!(sse.id, cli["id"].as_i64().unwrap());
+        assert_eq!(sse.event, cli["detail-type"].as_str().unwrap());
+    }
+    // Resuming after the third event, with since= and with Last-Event-ID (which wins).
+    let third = ids[2].to_string();
+    let (_, _, rest) = sse(
+        &api,
+        &format!("execution={ok_id}&follow=false&since={third}"),
+        &[],
+        |_| false,
+    );
+    assert_eq!(
+        rest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[3..].to_vec()
+    );
+    let (_, _, rest) = sse(
+        &api,
+        &format!("execution={ok_id}&follow=false&since=0"),
+        &[("last-event-id", third.as_str())],
+        |_| false,
+    );
+    assert_eq!(
+        rest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        ids[3..].to_vec()
+    );
+    // `sluice events --since` too.
+    let since = ok(controller
+        .cli()
+        .args(["events", "--execution", &ok_id, "--since", &third]));
+    assert_eq!(since.lines().count(), SUCCEEDED.len() - 3, "{since}");
+
+    // A live stream of one pipeline's events while a failing run happens.
+    let stream = {
+        let api = api.clone();
+        std::thread::spawn(move || {
+            sse(&api, "pipeline=broken", &[], |events| {
+                events.iter().any(|e| summary(&e.data) == "pipeline FAILED")
+            })
+        })
+    };
+    // Let the stream connect before the run starts (it would catch up anyway).
+    std::thread::sleep(Duration::from_millis(500));
+    let failed_id = controller.start_pipeline("broken");
+    let failed = controller.wait_finished(&failed_id, Duration::from_secs(60));
+    assert_eq!(failed["status"], "Failed", "{failed:#}");
+    let (status, _, live) = stream.join().unwrap();
+    assert_eq!(status, 200);
+    let live: Vec<Value> = live.into_iter().map(|e| e.data).collect();
+    assert_eq!(summaries(&live), FAILED, "{live:#?}");
+    assert!(
+        live.iter()
+            .all(|e| e["detail"]["execution-id"] == failed_id.as_str())
+    );
+    let failure = &live[7]["detail"];
+    assert_eq!(failure["execution-result"]["error-code"], "JobFailed");
+    assert!(
+        failure["execution-result"]["external-execution-summary"]
+            .as_str()
+            .unwrap()
+            .contains('3'),
+        "{failure}"
+    );
+    assert!(
+        live[9]["detail"]["status-summary"]
+            .as_str()
+            .unwrap()
+            .contains("Build/Work failed"),
+        "{:#}",
+        live[9]
+    );
+
+    // The webhook got every event, in order, after two refusals.
+    let all: Vec<i64> = cli_all(&controller)
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(all.len(), SUCCEEDED.len() + FAILED.len());
+    let delivered = wait_for(
+        "the webhook to get every event",
+        Duration::from_secs(60),
+        || {
+            let seen = received.lock().unwrap().clone();
+            let ok: Vec<Value> = seen
+                .iter()
+                .filter(|(status, _)| *status == 200)
+                .map(|(_, body)| body.clone())
+                .collect();
+            (ok.len() >= all.len()).then_some((seen, ok))
+        },
+    );
+    let (seen, ok_bodies) = delivered;
+    // The first event was refused twice, then delivered; nothing else was sent twice.
+    assert_eq!(seen[0].0, 500);
+    assert_eq!(seen[1].0, 500);
+    assert_eq!(seen[0].1["id"], all[0]);
+    assert_eq!(seen[1].1["id"], all[0]);
+    assert_eq!(
+        ok_bodies
+            .iter()
+            .map(|b| b["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        all
+    );
+    // The body is the event as streamed: detail-type and id included.
+    assert_eq!(ok_bodies[..SUCCEEDED.len()], events[..]);
+    let (status, hooks) = api.get_json("/api/v1/events/webhooks", true);
+    assert_eq!(status, 200);
+    assert_eq!(hooks[0]["url"], hook.as_str());
+    assert_eq!(hooks[0]["deliveredId"], *all.last().unwrap());
+    assert_eq!(hooks[0]["failures"], 0);
+
+    // Events are for API token holders only.
+    let (status, refused) = api.get_json("/api/v1/events?follow=false", false);
+    assert_eq!(status, 401, "{refused}");
+}
+
+/// Every event, as `sluice events -o json` prints them.
+fn cli_all(controller: &Controller) -> Vec<Value> {
+    ok(controller.cli().args(["events", "-o", "json"]))
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_restarted_controller_neither_loses_nor_repeats_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = webhook_receiver(0);
+    let port = free_port();
+    let flags = ["--heartbeat-interval", "500ms", "--event-webhook", &hook];
+    let mut controller = Controller::start(dir.path(), port, &flags);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let _agent = run_agent(&state, 1);
+    controller.create_pipeline(&pipeline(dir.path(), "slow", "sleep 2; echo built"));
+    // A follower that must ride out both restarts.
+    let mut follower = Follower::start(&controller, &["events", "--follow", "-o", "json"]);
+
+    // Killed while the Build action runs: the agent finishes it and reports to the
+    // restarted controller.
+    let first = controller.start_pipeline("slow");
+    wait_for("the Build action to start", Duration::from_secs(60), || {
+        summaries(&cli_events(&controller, &first))
+            .contains(&"action STARTED Work".to_string())
+            .then_some(())
+    });
+    controller.kill();
+    let mut controller = Controller::start(dir.path(), port, &flags);
+    assert_eq!(
+        controller.wait_finished(&first, Duration::from_secs(90))["status"],
+        "Succeeded"
+    );
+    let events = wait_events(&controller, &first, SUCCEEDED.len());
+    assert_eq!(summaries(&events), SUCCEEDED, "{events:#?}");
+
+    // Killed after a run whose last events never made it to the database: the restart
+    // records them again, in order, and nothing twice.
+    let second = controller.start_pipeline("slow");
+    assert_eq!(
+        controller.wait_finished(&second, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+    wait_events(&controller, &second, SUCCEEDED.len());
+    let recorded: Vec<i64> = cli_all(&controller)
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(recorded.len(), 2 * SUCCEEDED.len());
+    // (The follower has printed them all before the controller dies.)
+    wait_for("the follower to catch up", Duration::from_secs(30), || {
+        (follower.ids() == recorded).then_some(())
+    });
+    controller.kill();
+    {
+        let db = rusqlite::Connection::open(controller.data_dir.join("sluice.db")).unwrap();
+        let removed = db
+            .execute(
+                "DELETE FROM events WHERE id IN
+                     (SELECT id FROM events WHERE execution_id = ?1 ORDER BY id DESC LIMIT 4)",
+                [&second],
+            )
+            .unwrap();
+        assert_eq!(removed, 4);
+    }
+    let controller = Controller::start(dir.path(), port, &flags);
+    let events = wait_events(&controller, &second, SUCCEEDED.len());
+    assert_eq!(summaries(&events), SUCCEEDED, "{events:#?}");
+    // Nothing more arrives for either execution.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(cli_events(&controller, &first).len(), SUCCEEDED.len());
+    assert_eq!(cli_events(&controller, &second).len(), SUCCEEDED.len());
+
+    // The webhook got every event at least once, in order, across both restarts.
+    let all: Vec<i64> = cli_all(&controller)
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let delivered = wait_for(
+        "the webhook to get every event",
+        Duration::from_secs(60),
+        || {
+            let ids: Vec<i64> = received
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(_, body)| body["id"].as_i64().unwrap())
+                .collect();
+            all.iter().all(|id| ids.contains(id)).then_some(ids)
+        },
+    );
+    assert!(
+        delivered.windows(2).all(|w| w[0] <= w[1]),
+        "out of order: {delivered:?}"
+    );
+
+    // `sluice events --follow` reconnected after each restart with Last-Event-ID: it
+    // printed every event, in order, none twice (it also saw the four that were lost
+    // and recorded again under new ids).
+    let followed = wait_for(
+        "the follower to print every event",
+        Duration::from_secs(60),
+        || {
+            let ids = follower.ids();
+            all.iter().all(|id| ids.contains(id)).then_some(ids)
+        },
+    );
+    assert!(
+        followed.windows(2).all(|w| w[0] < w[1]),
+        "repeated or out of order: {followed:?}"
+    );
+    assert_eq!(followed.len(), all.len() + 4, "{followed:?}");
+    follower.stop();
+}
+
+/// A `sluice events` process whose output is collected line by line.
+struct Follower {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Follower {
+    fn start(controller: &Controller, args: &[&str]) -> Follower {
+        let mut child = controller
+            .cli()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Follower { child, lines }
+    }
+
+    /// The ids of the events printed so far.
+    fn ids(&self) -> Vec<i64> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["id"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
