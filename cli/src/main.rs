@@ -9,6 +9,7 @@ mod scaffold;
 mod server;
 mod show;
 mod versions;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -93,6 +94,9 @@ enum Command {
     /// Manage secrets (encrypted at rest; values are never shown).
     #[command(subcommand)]
     Secret(SecretCommand),
+    /// Incoming webhooks (GitHub, GitLab, generic) that start pipelines from git events.
+    #[command(subcommand)]
+    Webhook(webhooks::WebhookCommand),
 }
 
 #[derive(Subcommand)]
@@ -556,6 +560,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }) => plugins::secret_set(connect, &name, value, from_file.as_deref()).await,
         Command::Secret(SecretCommand::List) => plugins::secret_list(connect, out).await,
         Command::Secret(SecretCommand::Rm { name }) => plugins::secret_rm(connect, &name).await,
+        Command::Webhook(command) => webhooks::run(connect, command, out).await,
     }
 }
 

@@ -523,6 +523,8 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             )
         });
 
+    let trigger_webhooks = trigger_webhook_routes(&state);
+
     // Boxing each route keeps the filter type flat: a long chain of `.or()` over
     // unboxed filters makes type checking take minutes.
     let routes: Vec<BoxedFilter<(Response,)>> = vec![
@@ -560,6 +562,8 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         events.boxed(),
         event_webhooks.boxed(),
     ];
+    let routes: Vec<BoxedFilter<(Response,)>> =
+        routes.into_iter().chain(trigger_webhooks).collect();
     let mut all: Option<BoxedFilter<(Response,)>> = None;
     for route in routes {
         all = Some(match all {
@@ -1638,4 +1642,109 @@ fn decide_approval(
         s.engine
             .decide_approval(&id, &req.stage, &req.action, approve, &req.comment, &who)?;
     json(StatusCode::OK, &execution)
+}
+
+// ---- incoming webhooks (git triggers) ----------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateWebhookRequest {
+    pipeline: String,
+    kind: String,
+    #[serde(default)]
+    secret_name: Option<String>,
+}
+
+/// `POST /webhooks/{id}` (signed, no API token) and the management routes under
+/// `/api/v1/webhooks`.
+fn trigger_webhook_routes(state: &ApiState) -> Vec<BoxedFilter<(Response,)>> {
+    let api = warp::path("api").and(warp::path("v1"));
+    let receive = warp::path!("webhooks" / String)
+        .and(warp::post())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(4 << 20))
+        .and(warp::body::bytes())
+        .and(with(state.clone()))
+        .map(
+            |id: String, headers: warp::http::HeaderMap, body: Bytes, s: ApiState| {
+                let (status, body) = crate::webhooks::receive(&s.engine, &id, &headers, &body);
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                warp::reply::with_status(warp::reply::json(&body), status).into_response()
+            },
+        );
+    let create = api
+        .and(warp::path!("webhooks"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(|s: ApiState, req: CreateWebhookRequest| async move {
+            respond(
+                crate::webhooks::create(
+                    &s.engine,
+                    &req.pipeline,
+                    &req.kind,
+                    req.secret_name.as_deref(),
+                )
+                .map_err(ApiError::from)
+                .and_then(|created| {
+                    let path = format!("/webhooks/{}", created.webhook.id);
+                    json(
+                        StatusCode::CREATED,
+                        &serde_json::json!({
+                            "webhook": created.webhook,
+                            "path": path,
+                            "secret": created.secret,
+                        }),
+                    )
+                }),
+            )
+        });
+    let list = api
+        .and(warp::path!("webhooks"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .trigger_webhooks()
+                    .map_err(ApiError::from)
+                    .and_then(|w| json(StatusCode::OK, &w)),
+            )
+        });
+    let remove = api
+        .and(warp::path!("webhooks" / String))
+        .and(warp::delete())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .delete_trigger_webhook(&id)
+                    .map_err(ApiError::from)
+                    .map(|()| StatusCode::NO_CONTENT.into_response()),
+            )
+        });
+    let deliveries = api
+        .and(warp::path!("webhooks" / String / "deliveries"))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move {
+            respond(
+                s.engine
+                    .store()
+                    .deliveries(&id, 100)
+                    .map_err(ApiError::from)
+                    .and_then(|d| json(StatusCode::OK, &d)),
+            )
+        });
+    vec![
+        receive.boxed(),
+        create.boxed(),
+        list.boxed(),
+        remove.boxed(),
+        deliveries.boxed(),
+    ]
 }

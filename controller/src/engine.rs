@@ -490,6 +490,15 @@ impl Engine {
         Ok(())
     }
 
+    /// A secret's value, decrypted (for verifying incoming webhooks); `None` if not set.
+    pub fn secret_value(&self, name: &str) -> Result<Option<String>> {
+        let Some(row) = self.store.secret(name)? else {
+            return Ok(None);
+        };
+        let value = self.secrets.open(name, &row.nonce, &row.ciphertext)?;
+        Ok(Some(value))
+    }
+
     /// The secrets a job's plugin gets: every secret granted to it by name, and every
     /// secret its configuration names (which must be granted). A named secret that is
     /// not set, or not granted, is an error naming it.

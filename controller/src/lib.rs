@@ -12,6 +12,7 @@
 //! - [`tls`]: the controller's CA and certificates; [`blobs`]: the artifact store;
 //!   [`logs`]: log files.
 //! - [`events`]: state-change events (SSE stream, webhooks).
+//! - [`schedules`] and [`watch`]: cron schedules and watched directories that start runs.
 
 pub mod api;
 pub mod blobs;
@@ -19,11 +20,14 @@ pub mod engine;
 pub mod events;
 pub mod logs;
 pub mod plugins;
+pub mod schedules;
 pub mod secrets;
 pub mod server;
 pub mod sessions;
 pub mod store;
 pub mod tls;
+pub mod watch;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -156,6 +160,8 @@ impl Controller {
         let mut tasks = vec![
             tokio::spawn(server::serve(listener, tls_config, routes)),
             tokio::spawn(engine.clone().run_reaper()),
+            tokio::spawn(schedules::run(engine.clone())),
+            tokio::spawn(watch::run(engine.clone())),
         ];
         tasks.extend(webhooks.spawn(&engine, &event_hub));
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "Controller listening.");

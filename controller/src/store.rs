@@ -39,7 +39,14 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_approvals",
         include_str!("../migrations/0007_approvals.sql"),
     ),
+    (
+        "0008_trigger_webhooks",
+        include_str!("../migrations/0008_trigger_webhooks.sql"),
+    ),
 ];
+
+mod trigger_webhooks;
+pub use trigger_webhooks::{DeliveryRow, TriggerWebhookRow};
 
 /// Errors from the store.
 #[derive(Debug, thiserror::Error)]

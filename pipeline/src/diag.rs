@@ -63,7 +63,9 @@ enum Segment {
 const FIELD_ORDER: &str = "pipeline metadata tags name executionMode pipelineType variables \
     defaultValue description stages actions actionTypeId category owner provider version runOrder \
     configuration inputArtifacts outputArtifacts namespace timeoutInMinutes agent roleArn region \
-    artifactStore artifactStores triggers blockers beforeEntry onSuccess onFailure";
+    artifactStore artifactStores triggers schedules cron timeZone watch path debounceSeconds \
+    sourceActionName providerType gitConfiguration push pullRequest events branches tags \
+    filePaths includes excludes blockers beforeEntry onSuccess onFailure";
 
 impl Ord for Segment {
     fn cmp(&self, other: &Self) -> Ordering {

@@ -17,18 +17,25 @@
 
 mod catalog;
 mod diag;
+mod git_trigger;
 pub mod import;
 pub mod manifest;
 mod model;
 mod parse;
+pub mod triggers;
 mod validate;
 mod yaml;
 
 pub use catalog::{Catalog, PluginEntry, ProviderEntry, approval_entry, builtin_manifests};
 pub use diag::{Diagnostic, Diagnostics};
+pub use git_trigger::{
+    GitConfiguration, GitEvent, GitEventKind, Patterns, PullRequestEvent, PullRequestFilter,
+    PushFilter, Trigger,
+};
 pub use import::{ImportOptions, import};
 pub use manifest::Manifest;
 pub use model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
+pub use triggers::{Schedule, Watch};
 pub use validate::validate;
 
 use diag::Report;

@@ -6,6 +6,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::triggers::{Schedule, Watch};
+
 /// A pipeline: stages that run one after another, each holding actions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -23,6 +25,15 @@ pub struct Pipeline {
     pub variables: Vec<Variable>,
     /// The stages, in order; the first holds only Source actions.
     pub stages: Vec<Stage>,
+    /// Sluice extension: cron schedules that start the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Schedule>,
+    /// Sluice extension: local directories whose changes start the pipeline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watch: Vec<Watch>,
+    /// Git triggers (CodePipeline V2): which webhook events start a run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<crate::git_trigger::Trigger>,
 }
 
 impl Pipeline {

@@ -12,6 +12,9 @@ use crate::model::{
 use crate::yaml::{self, Source};
 use crate::{Format, Parsed};
 
+mod git_triggers;
+mod schedules;
+
 /// A parsed document, with what [`crate::parse_and_validate`] needs to place its errors.
 pub(crate) struct Document {
     pub parsed: Parsed,
@@ -80,7 +83,7 @@ const WRAPPER: Fields = Fields {
     ignored: &[("tags", "tags are not stored by Sluice; ignored")],
 };
 const PIPELINE: Fields = Fields {
-    known: "name executionMode pipelineType variables stages",
+    known: "name executionMode pipelineType variables stages schedules watch triggers",
     ignored: &[
         ("roleArn", AWS_ROLE),
         ("artifactStore", AWS_STORE),
@@ -88,10 +91,6 @@ const PIPELINE: Fields = Fields {
         (
             "version",
             "ignored: Sluice numbers pipeline versions itself",
-        ),
-        (
-            "triggers",
-            "triggers are not applied yet; ignored (start runs from the CLI or the API)",
         ),
     ],
 };
@@ -174,12 +173,18 @@ impl Walker<'_> {
         let pipeline_type = self.optional(&obj, "pipelineType", |w, v, p| w.choice(v, p, &types));
         let variables = self.optional(&obj, "variables", |w, v, p| w.list(v, p, Self::variable));
         let stages = self.required(&obj, "stages", |w, v, p| w.list(v, p, Self::stage));
+        let schedules = self.optional(&obj, "schedules", |w, v, p| w.list(v, p, Self::schedule));
+        let watch = self.optional(&obj, "watch", |w, v, p| w.list(v, p, Self::watch));
+        let triggers = self.optional(&obj, "triggers", |w, v, p| w.list(v, p, Self::trigger));
         Some(Pipeline {
             name: name?,
             execution_mode: execution_mode?.unwrap_or_default(),
             pipeline_type: pipeline_type?.map(str::to_owned),
             variables: variables?.unwrap_or_default(),
             stages: stages?,
+            schedules: schedules?.unwrap_or_default(),
+            watch: watch?.unwrap_or_default(),
+            triggers: triggers?.unwrap_or_default(),
         })
     }
 

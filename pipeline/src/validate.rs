@@ -7,6 +7,8 @@ use crate::catalog::Catalog;
 use crate::diag::{Diagnostics, Lines, Path, Report};
 use crate::model::{Action, ActionTypeId, Category, Pipeline};
 
+mod git_triggers;
+
 /// Checks every rule and reports every violation, in document order.
 pub fn validate(pipeline: &Pipeline, catalog: &Catalog) -> Result<(), Diagnostics> {
     let mut report = Report::default();
@@ -107,6 +109,8 @@ impl<'a> Checker<'a> {
         self.variables(&root.key("variables"));
         self.outputs(&root.key("stages"));
         self.stages(&root.key("stages"));
+        crate::triggers::check(self.pipeline, self.report);
+        git_triggers::check(self.pipeline, self.report);
     }
 
     fn variables(&mut self, path: &Path) {

@@ -152,7 +152,8 @@ fn unknown_fields_at_three_levels_reported_together() {
         errors(parse(text, None)),
         [
             "stage: unknown field; expected one of: name, executionMode, pipelineType, variables, \
-             stages, roleArn, artifactStore, artifactStores, version, triggers; did you mean stages? (line 1)",
+             stages, schedules, watch, triggers, roleArn, artifactStore, artifactStores, version; \
+             did you mean stages? (line 1)",
             "stages[0].action: unknown field; expected one of: name, actions, blockers, \
              beforeEntry, onSuccess, onFailure; did you mean actions? (line 2)",
             "stages[0].actions[0].confguration: unknown field; expected one of: name, actionTypeId, \
@@ -260,7 +261,6 @@ stages:
         [
             "roleArn: AWS-only field, ignored: Sluice agents run actions with their own credentials (line 2)",
             "artifactStore: AWS-only field, ignored: Sluice stores artifacts itself (line 3)",
-            "triggers: triggers are not applied yet; ignored (start runs from the CLI or the API) (line 4)",
             "stages[0].onFailure: stage conditions are not supported yet; ignored (line 7)",
             "stages[0].actions[0].region: AWS-only field, ignored: choose where an action runs with \
              `agent` labels (line 11)",

@@ -162,6 +162,9 @@ fn validate_a_pipeline_built_in_code() {
             name: "Source".to_owned(),
             actions: vec![action("Get", Category::Source, "git")],
         }],
+        schedules: Vec::new(),
+        watch: Vec::new(),
+        triggers: Vec::new(),
     };
     let diagnostics = validate(&pipeline, &Catalog::builtin()).unwrap_err();
     assert_eq!(

@@ -328,6 +328,9 @@ impl<'a> Converter<'a> {
             pipeline_type: None,
             variables: Vec::new(),
             stages: Vec::new(),
+            schedules: Vec::new(),
+            watch: Vec::new(),
+            triggers: Vec::new(),
         };
         let mut known = vec![
             "name",

@@ -242,6 +242,9 @@ mod tests {
                     actions: vec![build],
                 },
             ],
+            schedules: Vec::new(),
+            watch: Vec::new(),
+            triggers: Vec::new(),
         }
     }
 
