@@ -856,3 +856,37 @@ fn manual_approvals_notify_wait_and_are_approved_rejected_or_time_out() {
     );
     assert_eq!(attempt["approval"]["decision"], "TimedOut");
 }
+
+#[test]
+fn an_update_while_running_cancels_the_old_execution_after_its_current_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let controller = Controller::start(dir.path(), 0, &[]);
+    controller.join_agent(&dir.path().join("agent"), "");
+    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let file = modal(dir.path(), "evolving", "SUPERSEDED", "2");
+    controller.create_pipeline(&file);
+    let old = controller.start_pipeline("evolving");
+    wait_running_in(&controller, &old, 1);
+
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("echo shipped", "echo shipped v2");
+    std::fs::write(&file, text).unwrap();
+    ok(controller.cli().args(["pipeline", "update"]).arg(&file));
+
+    let old = controller.wait_finished(&old, Duration::from_secs(60));
+    assert_eq!(old["status"], "Cancelled", "{old:#}");
+    assert_eq!(
+        old["statusSummary"],
+        "Cancelled: pipeline evolving was updated to version 2 before this execution \
+         (version 1) could complete; start it again to run the new version"
+    );
+    // The stage it was in finished; the next one never started.
+    assert_eq!(old["stages"][1]["status"], "Succeeded");
+    assert!(old["stages"][2]["status"].is_null());
+
+    let new = controller.start_pipeline("evolving");
+    let new = controller.wait_finished(&new, Duration::from_secs(60));
+    assert_eq!(new["status"], "Succeeded");
+    assert_eq!(new["pipelineVersion"], 2);
+}

@@ -8,12 +8,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use sluice_proto::{AgentMessage, ArtifactRef, Job, Outcome, PluginRef, TestCase};
+use sluice_proto::{
+    AgentMessage, ArtifactRef, CheckJob, Job, Outcome, PluginRef, SourceRevision, TestCase,
+};
 use tokio::sync::mpsc;
 
 use crate::artifacts;
 use crate::masking::{Masker, StreamMasker};
-use crate::plugin_host::{LoadedPlugin, Manifest, PluginHost, RunOutcome, RunRequest};
+use crate::plugin_host::{
+    CheckRequest, LoadedPlugin, Manifest, PluginHost, RunOutcome, RunRequest,
+};
 
 /// Largest log chunk sent in one message.
 const LOG_CHUNK: usize = 64 * 1024;
@@ -121,6 +125,16 @@ impl Executor {
                     )
                 });
         };
+        self.plugin_by_ref(wanted, workspace).await
+    }
+
+    /// The plugin `wanted` names, by digest, with the grants it carries (see
+    /// [`Executor::plugin_for`]).
+    async fn plugin_by_ref(
+        &self,
+        wanted: &PluginRef,
+        workspace: &std::path::Path,
+    ) -> Result<LoadedPlugin, String> {
         let known = self
             .host
             .by_digest(&wanted.sha256)
@@ -130,6 +144,73 @@ impl Executor {
             None => self.fetch_plugin(wanted, workspace).await?,
         };
         Ok(plugin.with_grants(wanted.grants.clone()))
+    }
+
+    /// Runs a source plugin's `check` for polling, in a scratch dir under the work dir
+    /// that is removed afterwards, and builds the `CheckResult` report (secrets masked).
+    /// The plugin's log goes to the agent's own log.
+    pub async fn check(&self, job: CheckJob) -> AgentMessage {
+        let masker = Masker::new(job.secrets.values().map(String::as_str));
+        let scratch = self.work_dir.join(format!(
+            "check-{}",
+            job.check_id
+                .chars()
+                .filter(char::is_ascii_alphanumeric)
+                .collect::<String>()
+        ));
+        let result = self.check_in(&job, &scratch).await;
+        let scratch_for_cleanup = scratch.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(&scratch_for_cleanup);
+        });
+        let result = match result {
+            Ok(revisions) => Ok(revisions
+                .into_iter()
+                .map(|r| SourceRevision {
+                    id: r.id,
+                    summary: masker.mask(&r.summary),
+                })
+                .collect()),
+            Err(message) => Err(masker.mask(&message)),
+        };
+        AgentMessage::CheckResult {
+            check_id: job.check_id,
+            result,
+        }
+    }
+
+    async fn check_in(
+        &self,
+        job: &CheckJob,
+        scratch: &std::path::Path,
+    ) -> Result<Vec<crate::plugin_host::Revision>, String> {
+        let _ = std::fs::remove_dir_all(scratch);
+        std::fs::create_dir_all(scratch)
+            .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
+        let plugin = self.plugin_by_ref(&job.plugin, scratch).await?;
+        let _ = std::fs::remove_dir_all(scratch.join("downloads"));
+        let (log_tx, mut log_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let masker = Masker::new(job.secrets.values().map(String::as_str));
+        let (pipeline, action) = (job.pipeline.clone(), job.action.clone());
+        let logger = tokio::spawn(async move {
+            let mut stream = masker.stream();
+            while let Some(chunk) = log_rx.recv().await {
+                let masked = stream.push(&chunk);
+                let text = String::from_utf8_lossy(&masked);
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    tracing::debug!(pipeline = %pipeline, action = %action, "check: {line}");
+                }
+            }
+        });
+        let request = CheckRequest {
+            workspace: scratch.to_owned(),
+            config: job.configuration.clone(),
+            last_revision: job.last_revision.clone(),
+            timeout: Duration::from_secs(job.timeout_secs.max(1)),
+        };
+        let result = self.host.check(&plugin, request, log_tx).await;
+        let _ = logger.await;
+        result
     }
 
     async fn fetch_plugin(

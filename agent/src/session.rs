@@ -69,7 +69,12 @@ struct Shared {
     out_tx: mpsc::UnboundedSender<AgentMessage>,
     out_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<AgentMessage>>,
     executor: Executor,
+    /// Source checks (polling) run outside the job capacity, at most this many at once.
+    checks: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many source checks an agent runs at once.
+const MAX_CHECKS: usize = 2;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -114,6 +119,7 @@ pub async fn run(options: Options) -> Result<(), AgentError> {
             work_dir,
         )
         .with_max_log_bytes(options.max_log_bytes),
+        checks: Arc::new(tokio::sync::Semaphore::new(MAX_CHECKS)),
     });
     let mut labels = identity.labels.clone();
     labels.extend(options.extra_labels.clone());
@@ -376,6 +382,7 @@ fn handle(shared: &Arc<Shared>, message: ControllerMessage) {
                 let _ = shared.out_tx.send(finished);
             }
         }
+        ControllerMessage::Check(job) => check(shared, *job),
         ControllerMessage::LogAck { .. } => {}
         ControllerMessage::Welcome { .. } | ControllerMessage::Refused { .. } => {}
     }
@@ -411,4 +418,18 @@ fn offer(shared: &Arc<Shared>, job: Job) {
         let _ = task_shared.out_tx.send(finished);
     });
     running.insert(id, Running { attempt, task });
+}
+
+/// Runs a source check in the background; it waits for one of the [`MAX_CHECKS`] slots
+/// (the controller gives up on an answer that takes too long).
+fn check(shared: &Arc<Shared>, job: sluice_proto::CheckJob) {
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let Ok(_slot) = shared.checks.clone().acquire_owned().await else {
+            return;
+        };
+        tracing::debug!(pipeline = %job.pipeline, action = %job.action, "Checking a source for new revisions.");
+        let result = shared.executor.check(job).await;
+        let _ = shared.out_tx.send(result);
+    });
 }

@@ -38,6 +38,10 @@ pub struct ControllerArgs {
     /// How often agents send heartbeats.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     heartbeat_interval: Duration,
+    /// Shortest source polling interval: a pipeline's `polling.intervalSeconds` below it
+    /// is raised to it.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    min_poll_interval: Duration,
     /// Do not write the client config file.
     #[arg(long)]
     no_client_config: bool,
@@ -162,7 +166,10 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
     let controller = start_controller(
         &data_dir,
         args.listen,
-        settings(args.lease_ttl, args.heartbeat_interval)?,
+        Settings {
+            min_poll_interval: args.min_poll_interval.max(Duration::from_secs(1)),
+            ..settings(args.lease_ttl, args.heartbeat_interval)?
+        },
         operator_cert,
         args.tls_names,
         args.event_webhooks,

@@ -35,6 +35,9 @@ pub struct Settings {
     pub offer_timeout: Duration,
     /// Default action timeout when the definition sets none.
     pub default_action_timeout: Duration,
+    /// Shortest source polling interval; a pipeline's shorter `polling` interval is
+    /// raised to it.
+    pub min_poll_interval: Duration,
 }
 
 impl Default for Settings {
@@ -44,6 +47,7 @@ impl Default for Settings {
             lease_ttl: Duration::from_secs(90),
             offer_timeout: Duration::from_secs(10),
             default_action_timeout: Duration::from_secs(60 * 60),
+            min_poll_interval: Duration::from_secs(30),
         }
     }
 }
@@ -226,6 +230,8 @@ pub struct Engine {
     public_url: RwLock<String>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Source checks sent to agents, waiting for their results.
+    checks: crate::polling::PendingChecks,
 }
 
 /// What the session should do after a report.
@@ -257,6 +263,7 @@ impl Engine {
             public_url: RwLock::new(String::new()),
             state: Mutex::new(State::default()),
             events,
+            checks: crate::polling::PendingChecks::default(),
         }
     }
 
@@ -502,7 +509,7 @@ impl Engine {
     /// The secrets a job's plugin gets: every secret granted to it by name, and every
     /// secret its configuration names (which must be granted). A named secret that is
     /// not set, or not granted, is an error naming it.
-    fn job_secrets(
+    pub(crate) fn job_secrets(
         &self,
         plugin: &InstalledPlugin,
         configuration: &BTreeMap<String, String>,
@@ -547,6 +554,37 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Sends `message` to a connected agent whose labels match `selector` (the least
+    /// busy one); its id, or `None` if no such agent is connected.
+    pub(crate) fn send_to_agent(
+        &self,
+        selector: &BTreeMap<String, String>,
+        message: ControllerMessage,
+    ) -> Option<String> {
+        let st = self.lock();
+        let (id, session) = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| labels_match(selector, &s.labels))
+            .min_by_key(|(id, s)| (s.held.len(), (*id).clone()))?;
+        session.tx.send(message).ok()?;
+        Some(id.clone())
+    }
+
+    /// The source checks waiting for agents' answers.
+    pub(crate) fn pending_checks(&self) -> &crate::polling::PendingChecks {
+        &self.checks
+    }
+
+    /// An agent answered a source check.
+    pub fn check_result(
+        &self,
+        check_id: &str,
+        result: Result<Vec<sluice_proto::SourceRevision>, String>,
+    ) {
+        self.checks.complete(check_id, result);
     }
 
     /// The store.
@@ -845,6 +883,21 @@ impl Engine {
                     return Ok(false);
                 }
                 None => {
+                    // CodePipeline's rule for an update while running: the execution
+                    // finishes the stage it is in and goes no further.
+                    if index > 0 {
+                        let current = self.store.current_version(&execution.pipeline_name)?;
+                        if current > execution.pipeline_version {
+                            let summary = format!(
+                                "Cancelled: pipeline {} was updated to version {} before this \
+                                 execution (version {}) could complete; start it again to run the \
+                                 new version",
+                                execution.pipeline_name, current, execution.pipeline_version
+                            );
+                            self.finish_execution(execution_id, "Cancelled", Some(&summary))?;
+                            return Ok(false);
+                        }
+                    }
                     if let Some(reason) = self.entry_block(&execution, &def, index as usize)? {
                         self.wait_in_front(&execution, &def, &stage.name, &reason)?;
                         return Ok(false);

@@ -13,6 +13,7 @@
 //!   [`logs`]: log files.
 //! - [`events`]: state-change events (SSE stream, webhooks).
 //! - [`schedules`] and [`watch`]: cron schedules and watched directories that start runs.
+//! - [`polling`]: source polling through the source plugins' `check` on agents.
 
 pub mod api;
 pub mod blobs;
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod events;
 pub mod logs;
 pub mod plugins;
+pub mod polling;
 pub mod schedules;
 pub mod secrets;
 pub mod server;
@@ -162,6 +164,7 @@ impl Controller {
             tokio::spawn(engine.clone().run_reaper()),
             tokio::spawn(schedules::run(engine.clone())),
             tokio::spawn(watch::run(engine.clone())),
+            tokio::spawn(polling::run(engine.clone())),
         ];
         tasks.extend(webhooks.spawn(&engine, &event_hub));
         tracing::info!(addr = %local_addr, data_dir = %data_dir.display(), "Controller listening.");

@@ -143,6 +143,10 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
                 log_sha256,
                 tests,
             } => engine.finished(&agent.id, attempt, outcome, *log_length, log_sha256, tests),
+            AgentMessage::CheckResult { check_id, result } => {
+                engine.check_result(check_id, result.clone());
+                Ok(Reply::Nothing)
+            }
         };
         match reply {
             Ok(Reply::Send(message)) => {

@@ -43,8 +43,13 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_trigger_webhooks",
         include_str!("../migrations/0008_trigger_webhooks.sql"),
     ),
+    (
+        "0009_poll_revisions",
+        include_str!("../migrations/0009_poll_revisions.sql"),
+    ),
 ];
 
+mod poll_revisions;
 mod trigger_webhooks;
 pub use trigger_webhooks::{DeliveryRow, TriggerWebhookRow};
 
@@ -493,7 +498,19 @@ impl Store {
         Ok(version)
     }
 
-    /// A pipeline's definition: the current version, or the one asked for.
+    /// A pipeline's current version number.
+    pub fn current_version(&self, name: &str) -> Result<i64> {
+        self.conn()
+            .query_row(
+                "SELECT current_version FROM pipelines WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("pipeline \"{name}\" does not exist")))
+    }
+
+    /// A stored version of a pipeline (the current one if `version` is None).
     pub fn pipeline_version(&self, name: &str, version: Option<i64>) -> Result<PipelineVersion> {
         let conn = self.conn();
         let row = match version {

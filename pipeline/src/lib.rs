@@ -35,7 +35,7 @@ pub use git_trigger::{
 pub use import::{ImportOptions, import};
 pub use manifest::Manifest;
 pub use model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
-pub use triggers::{Schedule, Watch};
+pub use triggers::{Polling, Schedule, Watch};
 pub use validate::validate;
 
 use diag::Report;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::triggers::{Schedule, Watch};
+pub use crate::triggers::{Polling, Schedule, Watch};
 
 /// A pipeline: stages that run one after another, each holding actions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +31,9 @@ pub struct Pipeline {
     /// Sluice extension: local directories whose changes start the pipeline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub watch: Vec<Watch>,
+    /// Sluice extension: poll the Source actions' plugins for new revisions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<Polling>,
     /// Git triggers (CodePipeline V2): which webhook events start a run.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<crate::git_trigger::Trigger>,

@@ -83,7 +83,7 @@ const WRAPPER: Fields = Fields {
     ignored: &[("tags", "tags are not stored by Sluice; ignored")],
 };
 const PIPELINE: Fields = Fields {
-    known: "name executionMode pipelineType variables stages schedules watch triggers",
+    known: "name executionMode pipelineType variables stages schedules watch polling triggers",
     ignored: &[
         ("roleArn", AWS_ROLE),
         ("artifactStore", AWS_STORE),
@@ -175,6 +175,7 @@ impl Walker<'_> {
         let stages = self.required(&obj, "stages", |w, v, p| w.list(v, p, Self::stage));
         let schedules = self.optional(&obj, "schedules", |w, v, p| w.list(v, p, Self::schedule));
         let watch = self.optional(&obj, "watch", |w, v, p| w.list(v, p, Self::watch));
+        let polling = self.optional(&obj, "polling", Self::polling);
         let triggers = self.optional(&obj, "triggers", |w, v, p| w.list(v, p, Self::trigger));
         Some(Pipeline {
             name: name?,
@@ -184,6 +185,7 @@ impl Walker<'_> {
             stages: stages?,
             schedules: schedules?.unwrap_or_default(),
             watch: watch?.unwrap_or_default(),
+            polling: polling?,
             triggers: triggers?.unwrap_or_default(),
         })
     }

@@ -57,6 +57,23 @@ pub(crate) fn default_debounce_seconds() -> u32 {
     2
 }
 
+/// Bounds of a polling interval, in seconds. The controller raises an interval below
+/// its own minimum (30 s unless started with `--min-poll-interval`) to that minimum.
+pub const POLL_INTERVAL_SECONDS: std::ops::RangeInclusive<u32> = 1..=86400;
+
+/// Poll the Source actions' plugins (`check`) for new revisions (Sluice extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Polling {
+    /// Seconds between two checks of each Source action.
+    #[serde(default = "default_poll_interval_seconds")]
+    pub interval_seconds: u32,
+}
+
+pub(crate) fn default_poll_interval_seconds() -> u32 {
+    60
+}
+
 /// Parses a cron expression: 5 fields, or 6 with seconds first. Aliases such as
 /// `@daily` are accepted too.
 pub fn parse_cron(expression: &str) -> Result<Cron, String> {
@@ -144,6 +161,19 @@ pub(crate) fn check(pipeline: &Pipeline, report: &mut Report) {
         }
     }
 
+    if let Some(polling) = &pipeline.polling
+        && !POLL_INTERVAL_SECONDS.contains(&polling.interval_seconds)
+    {
+        report.push(
+            &root.key("polling").key("intervalSeconds"),
+            format!(
+                "{} is out of range; use 1 to 86400 seconds (the controller polls no more \
+                 often than its --min-poll-interval, 30 s by default)",
+                polling.interval_seconds
+            ),
+        );
+    }
+
     let path = root.key("watch");
     let watches = &pipeline.watch;
     if watches.len() > MAX_WATCHES {
@@ -226,6 +256,49 @@ mod tests {
             utc(after),
         )
         .unwrap()
+    }
+
+    fn polled(polling: &str) -> Result<crate::Pipeline, String> {
+        let text = format!(
+            r#"name: p
+polling: {polling}
+stages:
+  - name: S
+    actions:
+      - {{name: A, actionTypeId: {{category: Source, provider: directory}}, configuration: {{Path: /x}}, outputArtifacts: [C]}}
+  - name: B
+    actions:
+      - {{name: B, actionTypeId: {{category: Build, provider: commands}}, configuration: {{Commands: x}}, inputArtifacts: [C]}}
+"#
+        );
+        let pipeline = crate::parse(&text, None)
+            .map_err(|e| e.to_string())?
+            .pipeline;
+        crate::validate(&pipeline, &crate::Catalog::builtin()).map_err(|e| e.to_string())?;
+        Ok(pipeline)
+    }
+
+    #[test]
+    fn polling_round_trips_and_its_interval_is_bounded() {
+        let pipeline = polled("{intervalSeconds: 60}").unwrap();
+        assert_eq!(
+            pipeline.polling,
+            Some(Polling {
+                interval_seconds: 60
+            })
+        );
+        let json = pipeline.to_json();
+        assert!(json.contains("\"intervalSeconds\": 60"), "{json}");
+        let back = crate::parse(&json, Some(crate::Format::Json))
+            .unwrap()
+            .pipeline;
+        assert_eq!(back, pipeline);
+        assert_eq!(polled("{}").unwrap().polling.unwrap().interval_seconds, 60);
+        let error = polled("{intervalSeconds: 90000}").unwrap_err();
+        assert!(error.contains("polling.intervalSeconds"), "{error}");
+        assert!(polled("{intervalSeconds: 0}").is_err());
+        let error = polled("{every: 3}").unwrap_err();
+        assert!(error.contains("every"), "{error}");
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn unknown_fields_at_three_levels_reported_together() {
         errors(parse(text, None)),
         [
             "stage: unknown field; expected one of: name, executionMode, pipelineType, variables, \
-             stages, schedules, watch, triggers, roleArn, artifactStore, artifactStores, version; \
+             stages, schedules, watch, polling, triggers, roleArn, artifactStore, artifactStores, version; \
              did you mean stages? (line 1)",
             "stages[0].action: unknown field; expected one of: name, actions, blockers, \
              beforeEntry, onSuccess, onFailure; did you mean actions? (line 2)",

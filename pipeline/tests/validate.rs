@@ -164,6 +164,7 @@ fn validate_a_pipeline_built_in_code() {
         }],
         schedules: Vec::new(),
         watch: Vec::new(),
+        polling: None,
         triggers: Vec::new(),
     };
     let diagnostics = validate(&pipeline, &Catalog::builtin()).unwrap_err();

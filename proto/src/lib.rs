@@ -27,6 +27,16 @@
 //! Every message about an attempt carries its `attempt_id` and `fencing_token`. The
 //! controller applies a report only if both match the current attempt; a stale report is
 //! answered with [`ControllerMessage::Stale`] and changes nothing.
+//!
+//! # Source checks (polling)
+//!
+//! For a pipeline with `polling`, the controller sends [`ControllerMessage::Check`] to an
+//! agent whose labels match the Source action's selector. The agent runs the source
+//! plugin's `check` in a scratch directory (outside its job capacity, at most two at
+//! once) and answers [`AgentMessage::CheckResult`] with the same `check_id`: the
+//! revisions after `last_revision`, oldest first, or an error. Both messages are
+//! additions within protocol 1: an agent too old to know `check` ignores the frame as
+//! malformed, and the controller gives up on a check it got no answer for (60 s).
 
 #![deny(missing_docs)]
 
@@ -98,6 +108,14 @@ pub enum AgentMessage {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         tests: Vec<TestCase>,
     },
+    /// The answer to a [`ControllerMessage::Check`].
+    CheckResult {
+        /// The check's id, as the controller sent it.
+        check_id: String,
+        /// The revisions after the last one, oldest first; or why the check failed.
+        /// Secrets are masked.
+        result: Result<Vec<SourceRevision>, String>,
+    },
 }
 
 /// A message from the controller to an agent.
@@ -149,6 +167,41 @@ pub enum ControllerMessage {
         /// Why, for the log.
         reason: String,
     },
+    /// Run a source plugin's `check` (polling); answered with
+    /// [`AgentMessage::CheckResult`]. Does not use the agent's job capacity.
+    Check(Box<CheckJob>),
+}
+
+/// Everything an agent needs to run one source `check`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckJob {
+    /// Identifies the check; echoed in the result.
+    pub check_id: String,
+    /// Pipeline name (for the agent's log).
+    pub pipeline: String,
+    /// The Source action whose plugin is checked.
+    pub action: String,
+    /// The exact plugin, resolved like a job's.
+    pub plugin: PluginRef,
+    /// The action's configuration (polled sources use no `#{...}` variables).
+    pub configuration: BTreeMap<String, String>,
+    /// Secret values the plugin was granted, by name; masked in the result.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// The newest revision the controller knows, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revision: Option<String>,
+    /// How long the check may run.
+    pub timeout_secs: u64,
+}
+
+/// A revision a source `check` found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceRevision {
+    /// The revision id, e.g. a full commit id.
+    pub id: String,
+    /// One line for people, e.g. the commit subject.
+    pub summary: String,
 }
 
 /// Identifies one attempt of one action and fences stale reporters out.
@@ -391,6 +444,43 @@ mod tests {
         let text = message.encode();
         assert!(text.contains("\"type\":\"finished\""), "{text}");
         assert_eq!(AgentMessage::decode(&text).unwrap(), message);
+    }
+
+    #[test]
+    fn check_messages_round_trip() {
+        let result = AgentMessage::CheckResult {
+            check_id: "c1".into(),
+            result: Ok(vec![SourceRevision {
+                id: "abc".into(),
+                summary: "main at abc: x".into(),
+            }]),
+        };
+        assert_eq!(AgentMessage::decode(&result.encode()).unwrap(), result);
+        let failed = AgentMessage::CheckResult {
+            check_id: "c2".into(),
+            result: Err("boom".into()),
+        };
+        assert_eq!(AgentMessage::decode(&failed.encode()).unwrap(), failed);
+        let check = ControllerMessage::Check(Box::new(CheckJob {
+            check_id: "c1".into(),
+            pipeline: "p".into(),
+            action: "Src".into(),
+            plugin: PluginRef {
+                id: "source-git".into(),
+                version: "1".into(),
+                sha256: "00".into(),
+                size: 1,
+                manifest: String::new(),
+                grants: Grants::default(),
+            },
+            configuration: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            last_revision: None,
+            timeout_secs: 60,
+        }));
+        let text = check.encode();
+        assert!(text.contains("\"type\":\"check\""), "{text}");
+        assert_eq!(ControllerMessage::decode(&text).unwrap(), check);
     }
 
     #[test]

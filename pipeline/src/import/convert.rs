@@ -330,6 +330,7 @@ impl<'a> Converter<'a> {
             stages: Vec::new(),
             schedules: Vec::new(),
             watch: Vec::new(),
+            polling: None,
             triggers: Vec::new(),
         };
         let mut known = vec![

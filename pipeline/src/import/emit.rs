@@ -244,6 +244,7 @@ mod tests {
             ],
             schedules: Vec::new(),
             watch: Vec::new(),
+            polling: None,
             triggers: Vec::new(),
         }
     }

@@ -5,10 +5,14 @@ use serde_json::Value;
 
 use super::{Fields, Walker};
 use crate::diag::Path;
-use crate::triggers::{self, Schedule, Watch};
+use crate::triggers::{self, Polling, Schedule, Watch};
 
 const SCHEDULE: Fields = Fields {
     known: "cron timeZone variables",
+    ignored: &[],
+};
+const POLLING: Fields = Fields {
+    known: "intervalSeconds",
     ignored: &[],
 };
 const WATCH: Fields = Fields {
@@ -26,6 +30,15 @@ impl Walker<'_> {
             cron: cron?,
             time_zone: time_zone?.unwrap_or_else(triggers::default_time_zone),
             variables: variables?.unwrap_or_default(),
+        })
+    }
+
+    pub(super) fn polling(&mut self, value: &Value, path: &Path) -> Option<Polling> {
+        let obj = self.object(value, path, &POLLING)?;
+        let interval_seconds = self.optional(&obj, "intervalSeconds", Self::integer);
+        Some(Polling {
+            interval_seconds: interval_seconds?
+                .unwrap_or_else(triggers::default_poll_interval_seconds),
         })
     }
 
