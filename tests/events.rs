@@ -651,3 +651,91 @@ impl Drop for Follower {
         self.stop();
     }
 }
+
+/// Each signed delivery: its `X-Sluice-Signature-256` header (if any) and raw body.
+type Signed = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
+
+/// An HTTP server on 127.0.0.1 that answers 200 and keeps each request's signature
+/// header and raw body.
+fn signature_receiver() -> (String, Signed) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/signed", listener.local_addr().unwrap());
+    let seen: Signed = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut length, mut signature) = (0usize, None);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let lower = line.to_ascii_lowercase();
+                if let Some(v) = lower.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if let Some(v) = lower.strip_prefix("x-sluice-signature-256:") {
+                    signature = Some(v.trim().to_string());
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            log.lock().unwrap().push((signature, body));
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+fn webhook_deliveries_are_signed_with_the_named_secret_once_it_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let (hook, received) = signature_receiver();
+    let flags = [
+        "--event-webhook",
+        hook.as_str(),
+        "--event-webhook-secret",
+        "EVENTS_KEY",
+    ];
+    let controller = Controller::start(dir.path(), 0, &flags);
+    let state = dir.path().join("agent");
+    controller.join_agent(&state, "");
+    let _agent = run_agent(&state, 1);
+    controller.create_pipeline(&pipeline(dir.path(), "signed", "echo built"));
+    let id = controller.start_pipeline("signed");
+    controller.wait_finished(&id, Duration::from_secs(60));
+    // Until the secret is set, nothing is delivered unsigned.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(received.lock().unwrap().is_empty());
+
+    let key = "k3y-for-signing-events";
+    ok(controller
+        .cli()
+        .args(["secret", "set", "EVENTS_KEY", "--value", key]));
+    wait_for("signed deliveries", Duration::from_secs(120), || {
+        (received.lock().unwrap().len() >= 2).then_some(())
+    });
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_bytes());
+    for (signature, body) in received.lock().unwrap().iter() {
+        let signature = signature.as_deref().expect("every delivery is signed");
+        let hex_tag = signature.strip_prefix("sha256=").expect("sha256= prefix");
+        let tag = hex::decode(hex_tag).unwrap();
+        assert!(
+            ring::hmac::verify(&key, body, &tag).is_ok(),
+            "signature does not verify for {}",
+            String::from_utf8_lossy(body)
+        );
+        let event: Value = serde_json::from_slice(body).unwrap();
+        assert!(
+            event["detail-type"]
+                .as_str()
+                .unwrap()
+                .starts_with("CodePipeline ")
+        );
+    }
+}

@@ -297,6 +297,7 @@ async fn bench() -> anyhow::Result<()> {
             .map(|b| (b.manifest, b.wasm))
             .collect(),
         event_webhooks: Vec::new(),
+        event_webhook_secret: None,
     })
     .await
     .context("cannot start the controller")?;

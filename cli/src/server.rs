@@ -49,6 +49,10 @@ pub struct ControllerArgs {
     /// order, at least once, retrying with backoff (repeatable).
     #[arg(long = "event-webhook", value_name = "URL")]
     event_webhooks: Vec<String>,
+    /// Sign every event webhook delivery with the value of this secret (set it with
+    /// `sluice secret set NAME`): header X-Sluice-Signature-256: sha256=<HMAC of the body>.
+    #[arg(long = "event-webhook-secret", value_name = "SECRET_NAME")]
+    event_webhook_secret: Option<String>,
 }
 
 /// Flags of `sluice up`.
@@ -131,6 +135,7 @@ async fn start_controller(
     tls: Option<(PathBuf, PathBuf)>,
     tls_names: Vec<String>,
     event_webhooks: Vec<String>,
+    event_webhook_secret: Option<String>,
 ) -> anyhow::Result<Controller> {
     Controller::start(Config {
         data_dir: data_dir.to_owned(),
@@ -140,6 +145,7 @@ async fn start_controller(
         settings,
         builtin_plugins: builtin_plugins(),
         event_webhooks,
+        event_webhook_secret,
     })
     .await
     .with_context(|| {
@@ -173,6 +179,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
         operator_cert,
         args.tls_names,
         args.event_webhooks,
+        args.event_webhook_secret,
     )
     .await?;
     // The client config is written before the URL is announced, so that whoever waits
@@ -303,6 +310,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
         None,
         Vec::new(),
         Vec::new(),
+        None,
     )
     .await
     .context(

@@ -697,6 +697,8 @@ pub fn sse_reply(
 pub struct Webhooks {
     urls: Vec<String>,
     client: reqwest::Client,
+    /// The secret (by name, in the secret store) whose value signs every delivery.
+    signing_secret: Option<String>,
 }
 
 impl Webhooks {
@@ -738,7 +740,17 @@ impl Webhooks {
         Ok(Webhooks {
             urls: seen.into_keys().collect(),
             client,
+            signing_secret: None,
         })
+    }
+
+    /// Signs every delivery with the value of this secret: an
+    /// `X-Sluice-Signature-256: sha256=<hex HMAC-SHA256 of the body>` header, as GitHub
+    /// signs its webhooks. The value is read at each delivery, so the secret may be set
+    /// after the controller starts; until it is, deliveries wait and retry.
+    pub fn signed_with(mut self, secret: Option<String>) -> Webhooks {
+        self.signing_secret = secret;
+        self
     }
 
     /// Starts the recorder and one delivery task per webhook.
@@ -750,10 +762,11 @@ impl Webhooks {
         let mut tasks = vec![tokio::spawn(run_recorder(engine.clone(), hub.clone()))];
         for url in self.urls {
             tasks.push(tokio::spawn(run_webhook(
-                engine.store().clone(),
+                engine.clone(),
                 hub.clone(),
                 self.client.clone(),
                 url,
+                self.signing_secret.clone(),
             )));
         }
         tasks
@@ -766,12 +779,27 @@ fn jittered(base: Duration) -> Duration {
     base.mul_f64(factor)
 }
 
-async fn post(client: &reqwest::Client, url: &str, row: &EventRow) -> Result<(), String> {
-    let response = client
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    row: &EventRow,
+    key: Option<&ring::hmac::Key>,
+) -> Result<(), String> {
+    let body = serde_json::to_vec(&envelope(row)).map_err(|e| format!("cannot encode: {e}"))?;
+    let mut request = client
         .post(url)
         .header("x-sluice-event-id", row.id.to_string())
         .header("x-sluice-event-type", row.event.detail_type.as_str())
-        .json(&envelope(row))
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        let tag = ring::hmac::sign(key, &body);
+        request = request.header(
+            "x-sluice-signature-256",
+            format!("sha256={}", hex::encode(tag.as_ref())),
+        );
+    }
+    let response = request
+        .body(body)
         .send()
         .await
         .map_err(|e| format!("cannot deliver: {e}"))?;
@@ -788,11 +816,13 @@ async fn post(client: &reqwest::Client, url: &str, row: &EventRow) -> Result<(),
 /// cursor's update sends it again). Failures back off exponentially, from 1 s to 5 min,
 /// with jitter.
 pub async fn run_webhook(
-    store: Arc<Store>,
+    engine: Arc<Engine>,
     hub: Arc<EventHub>,
     client: reqwest::Client,
     url: String,
+    signing_secret: Option<String>,
 ) {
+    let store = engine.store().clone();
     let mut latest = hub.subscribe();
     let mut cursor = loop {
         match store.webhook(&url) {
@@ -823,7 +853,24 @@ pub async fn run_webhook(
         for row in page {
             let mut backoff = BACKOFF_FIRST;
             loop {
-                match post(&client, &url, &row).await {
+                let key = match &signing_secret {
+                    None => Ok(None),
+                    Some(name) => match engine.secret_value(name) {
+                        Ok(Some(value)) => Ok(Some(ring::hmac::Key::new(
+                            ring::hmac::HMAC_SHA256,
+                            value.as_bytes(),
+                        ))),
+                        Ok(None) => Err(format!(
+                            "the signing secret {name} is not set; set it with `sluice secret set {name}`"
+                        )),
+                        Err(e) => Err(format!("cannot read the signing secret {name}: {e}")),
+                    },
+                };
+                let sent = match key {
+                    Ok(key) => post(&client, &url, &row, key.as_ref()).await,
+                    Err(message) => Err(message),
+                };
+                match sent {
                     Ok(()) => {
                         if let Err(e) = store.webhook_delivered(&url, row.id) {
                             tracing::error!(webhook = %url, error = %e, "Cannot record a delivery; the event may be sent again after a restart.");

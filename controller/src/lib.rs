@@ -55,6 +55,8 @@ pub struct Config {
     pub builtin_plugins: Vec<(&'static str, &'static [u8])>,
     /// URLs every state-change event is POSTed to (in order, at least once).
     pub event_webhooks: Vec<String>,
+    /// The name of a secret whose value signs event webhook deliveries (HMAC-SHA256).
+    pub event_webhook_secret: Option<String>,
 }
 
 /// Errors starting a controller.
@@ -140,7 +142,8 @@ impl Controller {
         }
         engine.reload_plugins()?;
         engine.recover()?;
-        let webhooks = events::Webhooks::new(&config.event_webhooks)?;
+        let webhooks = events::Webhooks::new(&config.event_webhooks)?
+            .signed_with(config.event_webhook_secret.clone());
         let event_hub = Arc::new(events::EventHub::new(engine.store().last_event_id()?));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
