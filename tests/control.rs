@@ -151,7 +151,7 @@ fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
     // The agent was told to cancel: the plugin and its process group are gone.
     wait_for(
         "the abandoned process to die",
-        Duration::from_secs(15),
+        Duration::from_secs(30),
         || (!process_alive(&format!("sleep {marker}"))).then_some(()),
     );
 

@@ -77,14 +77,30 @@ stages:
 
     write(1);
     controller.create_pipeline(&file);
-    // The first checks only record the head.
-    std::thread::sleep(Duration::from_secs(4));
+    // The first check only records the head (on a busy machine it may take a while).
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    wait_for(
+        "the first check to record the head",
+        Duration::from_secs(60),
+        || {
+            let recorded: Option<String> = controller
+                .db()
+                .query_row(
+                    "SELECT revision FROM poll_revisions WHERE pipeline = 'polled'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            (recorded.as_deref() == Some(first.as_str())).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
     assert!(executions(&controller, "polled").is_empty());
 
     std::fs::write(repo.join("v.txt"), "two\n").unwrap();
     git(&repo, &["commit", "-qam", "Second"]);
     let second = git(&repo, &["rev-parse", "HEAD"]);
-    let listed = wait_for("a polled run", Duration::from_secs(20), || {
+    let listed = wait_for("a polled run", Duration::from_secs(60), || {
         let listed = executions(&controller, "polled");
         (!listed.is_empty()).then_some(listed)
     });

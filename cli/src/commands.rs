@@ -394,6 +394,43 @@ pub async fn retry(
     })
 }
 
+/// `sluice execution override-condition ID --stage NAME`.
+pub async fn override_condition(
+    connect: &ConnectArgs,
+    id: &str,
+    stage: &str,
+    wait: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let execution = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/executions/{id}/stages/{stage}/override-condition"),
+            &json!({ "conditionType": "BEFORE_ENTRY" }),
+        )
+        .await?;
+    if !wait {
+        match out {
+            Output::Json => print_json(&execution),
+            Output::Text => println!(
+                "Overrode the beforeEntry condition of stage {stage}; execution {id} goes on"
+            ),
+        }
+        return Ok(exit::OK);
+    }
+    let done = wait_for(&api, id, out == Output::Text).await?;
+    match out {
+        Output::Json => print_json(&done),
+        Output::Text => print!("{}", show::execution(&done)),
+    }
+    Ok(if done["status"] == "Succeeded" {
+        exit::OK
+    } else {
+        exit::EXECUTION_FAILED
+    })
+}
+
 /// `sluice pipeline disable-transition|enable-transition NAME STAGE`.
 pub async fn set_transition(
     connect: &ConnectArgs,

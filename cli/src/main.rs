@@ -361,6 +361,18 @@ enum ExecutionCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Bypass a stage's failed beforeEntry condition: the execution goes on and enters
+    /// the stage; who did it is recorded.
+    OverrideCondition {
+        /// Execution id.
+        id: String,
+        /// The stage's name.
+        #[arg(long)]
+        stage: String,
+        /// Wait for the execution to end, showing its progress; exit 4 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Stop an execution: running actions finish and nothing new starts (Stopping →
     /// Stopped), or with --abandon they are abandoned and their processes killed.
     Stop {
@@ -517,6 +529,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             all,
             wait,
         }) => commands::retry(connect, &id, &stage, all, wait, out).await,
+        Command::Execution(ExecutionCommand::OverrideCondition { id, stage, wait }) => {
+            commands::override_condition(connect, &id, &stage, wait, out).await
+        }
         Command::Execution(ExecutionCommand::Stop {
             id,
             abandon,

@@ -85,6 +85,9 @@ pub fn execution(e: &Value) -> String {
             status(&stage["status"]),
             took(&stage["startedAtMs"], &stage["finishedAtMs"]),
         ));
+        if let Some(summary) = stage["summary"].as_str() {
+            out.push_str(&format!("    condition: {summary}\n"));
+        }
         for action in stage["actions"].as_array().into_iter().flatten() {
             let attempts = action["attempts"].as_array().cloned().unwrap_or_default();
             let latest = attempts.last().cloned().unwrap_or(Value::Null);

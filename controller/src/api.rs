@@ -367,6 +367,26 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             },
         );
 
+    let override_condition = api
+        .and(warp::path!(
+            "executions" / String / "stages" / String / "override-condition"
+        ))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::header::optional::<String>("x-sluice-user"))
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json())
+        .and_then(
+            |id: String,
+             stage: String,
+             s: ApiState,
+             who: Option<String>,
+             req: OverrideRequest| async move {
+                let who = who.unwrap_or_else(|| "api".into());
+                respond(override_condition(s, id, stage, &who, req))
+            },
+        );
+
     let set_transition = api
         .and(warp::path!(
             "pipelines" / String / "stages" / String / "transition"
@@ -551,6 +571,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         set_transition.boxed(),
         transitions.boxed(),
         retry.boxed(),
+        override_condition.boxed(),
         list_plugins.boxed(),
         show_plugin.boxed(),
         install_plugin.boxed(),
@@ -1039,6 +1060,15 @@ struct StageDetail {
     status: Option<String>,
     started_at_ms: Option<i64>,
     finished_at_ms: Option<i64>,
+    /// How the beforeEntry condition went: Succeeded, Failed, Skipped, Overridden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    condition_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overridden_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overridden_at_ms: Option<i64>,
     actions: Vec<ActionDetail>,
 }
 
@@ -1125,6 +1155,11 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
     for (index, stage) in def.stages.iter().enumerate() {
         let row = stage_rows.iter().find(|r| r.stage_index == index as i64);
         revision.update(row.map(|r| r.status.as_str()).unwrap_or("-").as_bytes());
+        revision.update(
+            row.and_then(|r| r.summary.as_deref())
+                .unwrap_or("-")
+                .as_bytes(),
+        );
         let mut actions = Vec::new();
         for action in &stage.actions {
             let mut views = Vec::new();
@@ -1156,6 +1191,10 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
             status: row.map(|r| r.status.clone()),
             started_at_ms: row.and_then(|r| r.started_at_ms),
             finished_at_ms: row.and_then(|r| r.finished_at_ms),
+            condition_status: row.and_then(|r| r.condition_status.clone()),
+            summary: row.and_then(|r| r.summary.clone()),
+            overridden_by: row.and_then(|r| r.overridden_by.clone()),
+            overridden_at_ms: row.and_then(|r| r.overridden_at_ms),
             actions,
         });
     }
@@ -1598,6 +1637,35 @@ fn retry_stage(s: ApiState, id: String, stage: String, req: RetryRequest) -> Api
         }
     };
     let execution = s.engine.retry_stage(&id, &stage, all)?;
+    json(StatusCode::OK, &execution)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OverrideRequest {
+    /// BEFORE_ENTRY, the only condition type Sluice evaluates (the default).
+    #[serde(default)]
+    condition_type: Option<String>,
+}
+
+fn override_condition(
+    s: ApiState,
+    id: String,
+    stage: String,
+    who: &str,
+    req: OverrideRequest,
+) -> ApiResult {
+    if let Some(other) = req.condition_type.filter(|t| t != "BEFORE_ENTRY") {
+        let message = format!("conditionType: {other:?} is not BEFORE_ENTRY");
+        return Err(ApiError {
+            errors: vec![FieldError {
+                path: "conditionType".into(),
+                message: format!("{other:?} is not BEFORE_ENTRY"),
+            }],
+            ..ApiError::bad_request(message)
+        });
+    }
+    let execution = s.engine.override_condition(&id, &stage, who)?;
     json(StatusCode::OK, &execution)
 }
 

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
-use sluice_pipeline::{Action, Catalog, ExecutionMode, Pipeline};
+use sluice_pipeline::{Action, Catalog, ConditionResult, ExecutionMode, Pipeline};
 use sluice_proto::{AttemptRef, ControllerMessage, Job, Outcome};
 use tokio::sync::{broadcast, mpsc};
 
@@ -876,7 +876,7 @@ impl Engine {
                 .find(|s| s.stage_index == index)
                 .map(|s| s.status.as_str())
             {
-                Some("Succeeded") => continue,
+                Some("Succeeded" | "Skipped") => continue,
                 Some("InProgress") => {}
                 Some(_) => {
                     self.finish_execution(execution_id, "Failed", None)?;
@@ -906,6 +906,29 @@ impl Engine {
                         self.store.set_waiting(execution_id, None, None)?;
                     }
                     self.store.insert_stage(execution_id, index, &stage.name)?;
+                    if let Some(gate) = self.before_entry(&execution, &def, stage)? {
+                        let (status, summary) = match &gate {
+                            Gate::Passed(summary) => ("Succeeded", summary),
+                            Gate::Failed(summary) => ("Failed", summary),
+                            Gate::Skipped(summary) => ("Skipped", summary),
+                        };
+                        self.store
+                            .set_stage_condition(execution_id, index, status, summary)?;
+                        tracing::info!(execution = %execution_id, stage = %stage.name, status, summary = %summary, "beforeEntry condition evaluated.");
+                        match gate {
+                            Gate::Passed(_) => {}
+                            Gate::Failed(summary) => {
+                                self.store.finish_stage(execution_id, index, "Failed")?;
+                                self.finish_execution(execution_id, "Failed", Some(&summary))?;
+                                return Ok(false);
+                            }
+                            Gate::Skipped(_) => {
+                                self.store.finish_stage(execution_id, index, "Skipped")?;
+                                self.emit(Event::Execution(execution_id.to_string()));
+                                continue;
+                            }
+                        }
+                    }
                     self.emit(Event::Execution(execution_id.to_string()));
                 }
             }
@@ -988,6 +1011,126 @@ impl Engine {
         }
         self.finish_execution(execution_id, "Succeeded", None)?;
         Ok(false)
+    }
+
+    /// Evaluates a stage's beforeEntry conditions (`None` if it has none): every rule of
+    /// a condition must pass; the first condition that does not decides the stage's fate.
+    fn before_entry(
+        &self,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        stage: &sluice_pipeline::Stage,
+    ) -> Result<Option<Gate>> {
+        let Some(before_entry) = &stage.before_entry else {
+            return Ok(None);
+        };
+        let needs_outputs = before_entry
+            .conditions
+            .iter()
+            .flat_map(|c| &c.rules)
+            .filter_map(|r| r.configuration.get("Variable"))
+            .any(|v| !v.contains("#{variables.") && !v.contains("#{codepipeline."));
+        let namespaces = self.namespaces(execution, def, needs_outputs);
+        let resolve = |namespace: &str, name: &str| -> Result<String, String> {
+            let namespaces = namespaces.as_ref().map_err(Clone::clone)?;
+            substitute(&format!("#{{{namespace}.{name}}}"), namespaces)
+        };
+        let now = chrono::Utc::now();
+        let mut passed = Vec::new();
+        for condition in &before_entry.conditions {
+            for rule in &condition.rules {
+                match sluice_pipeline::conditions::evaluate(rule, &resolve, now) {
+                    Ok(why) => passed.push(format!(
+                        "rule {} ({}) passed: {why}",
+                        rule.name, rule.rule_type_id.provider
+                    )),
+                    Err(why) => {
+                        let summary = format!(
+                            "beforeEntry condition of stage {} not met (result {}): rule {} ({}) \
+                             failed: {why}",
+                            stage.name,
+                            condition.result.as_str(),
+                            rule.name,
+                            rule.rule_type_id.provider
+                        );
+                        return Ok(Some(match condition.result {
+                            ConditionResult::Fail => Gate::Failed(summary),
+                            ConditionResult::Skip => Gate::Skipped(summary),
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(Some(Gate::Passed(format!(
+            "beforeEntry condition met: {}",
+            passed.join("; ")
+        ))))
+    }
+
+    /// Lets a person bypass the failed beforeEntry condition of a stage: the execution
+    /// goes on and enters the stage. Records who did it and when.
+    pub fn override_condition(
+        &self,
+        id: &str,
+        stage_name: &str,
+        who: &str,
+    ) -> Result<store::ExecutionRow> {
+        let mut st = self.lock();
+        let execution = self.store.execution(id)?;
+        let def = self.definition(
+            &mut st,
+            &execution.pipeline_name,
+            execution.pipeline_version,
+        )?;
+        let Some(index) = def.stages.iter().position(|s| s.name == stage_name) else {
+            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
+            return Err(StoreError::NotFound(format!(
+                "pipeline {} version {} has no stage {stage_name} (its stages: {})",
+                execution.pipeline_name,
+                execution.pipeline_version,
+                names.join(", ")
+            ))
+            .into());
+        };
+        let index = index as i64;
+        let conflict = |m: String| -> EngineError { StoreError::Conflict(m).into() };
+        let stage = self
+            .store
+            .stages(id)?
+            .into_iter()
+            .find(|s| s.stage_index == index);
+        let failed_condition = stage.as_ref().is_some_and(|s| {
+            s.status == "Failed" && s.condition_status.as_deref() == Some("Failed")
+        });
+        if !failed_condition {
+            let what = match stage.as_ref().and_then(|s| s.condition_status.as_deref()) {
+                Some("Skipped") => "its condition's result is SKIP, which cannot be overridden",
+                Some("Overridden") => "its condition was already overridden",
+                _ => "it has no failed beforeEntry condition",
+            };
+            return Err(conflict(format!(
+                "stage {stage_name} of execution {id} cannot be overridden: {what}"
+            )));
+        }
+        if execution.status != "Failed" {
+            return Err(conflict(format!(
+                "execution {id} is {}; only a failed execution's condition can be overridden",
+                execution.status
+            )));
+        }
+        if let Some(newer) = self.store.newer_execution_in_stage(&execution, index)? {
+            return Err(conflict(format!(
+                "execution {newer} reached stage {stage_name} after {id}; only the latest \
+                 execution in a stage can be overridden"
+            )));
+        }
+        self.store.override_condition(id, index, who)?;
+        tracing::info!(execution = %id, stage = %stage_name, who, "beforeEntry condition overridden.");
+        self.advance(&mut st, id)?;
+        self.dispatch(&mut st)?;
+        drop(st);
+        self.emit(Event::Execution(id.to_string()));
+        Ok(self.store.execution(id)?)
     }
 
     /// A manual approval starts: the attempt waits for a person until its deadline, and
@@ -1254,6 +1397,15 @@ impl Engine {
             .stages(id)?
             .into_iter()
             .find(|s| s.stage_index == index);
+        if stage.as_ref().is_some_and(|s| {
+            s.status == "Failed" && s.condition_status.as_deref() == Some("Failed")
+        }) {
+            return Err(conflict(format!(
+                "stage {stage_name} of execution {id} did not start: its beforeEntry condition \
+                 failed; bypass it with `sluice execution override-condition {id} --stage \
+                 {stage_name}`"
+            )));
+        }
         match stage.as_ref().map(|s| s.status.as_str()) {
             Some("Failed" | "Stopped") => {}
             Some(other) => {
@@ -1588,13 +1740,40 @@ impl Engine {
         def: &Pipeline,
         action: &Action,
     ) -> Result<BTreeMap<String, String>, String> {
+        let needs_outputs = action.configuration.values().any(|v| v.contains("#{"));
+        let namespaces = self.namespaces(execution, def, needs_outputs)?;
+        let mut resolved = BTreeMap::new();
+        for (key, value) in &action.configuration {
+            resolved.insert(
+                key.clone(),
+                substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?,
+            );
+        }
+        // A revision pinned at start replaces the branch head for this source action.
+        if let Some(revision) = execution.source_revisions.get(&action.name)
+            && let Some((_, key)) = COMMIT_ID_KEYS
+                .iter()
+                .find(|(p, _)| *p == action.action_type_id.provider)
+        {
+            resolved.insert(key.to_string(), revision.clone());
+        }
+        Ok(resolved)
+    }
+
+    /// The variables visible to an execution: `codepipeline`, `variables` and (with
+    /// `needs_outputs`) the namespaces of actions that already succeeded.
+    fn namespaces(
+        &self,
+        execution: &store::ExecutionRow,
+        def: &Pipeline,
+        needs_outputs: bool,
+    ) -> Result<HashMap<String, BTreeMap<String, String>>, String> {
         let mut namespaces: HashMap<String, BTreeMap<String, String>> = HashMap::new();
         let mut codepipeline = BTreeMap::new();
         codepipeline.insert("PipelineExecutionId".to_string(), execution.id.clone());
         codepipeline.insert("PipelineName".to_string(), execution.pipeline_name.clone());
         namespaces.insert("codepipeline".into(), codepipeline);
         namespaces.insert("variables".into(), execution.variables.clone());
-        let needs_outputs = action.configuration.values().any(|v| v.contains("#{"));
         if needs_outputs {
             let attempts = self
                 .store
@@ -1620,22 +1799,7 @@ impl Engine {
                 }
             }
         }
-        let mut resolved = BTreeMap::new();
-        for (key, value) in &action.configuration {
-            resolved.insert(
-                key.clone(),
-                substitute(value, &namespaces).map_err(|e| format!("configuration.{key}: {e}"))?,
-            );
-        }
-        // A revision pinned at start replaces the branch head for this source action.
-        if let Some(revision) = execution.source_revisions.get(&action.name)
-            && let Some((_, key)) = COMMIT_ID_KEYS
-                .iter()
-                .find(|(p, _)| *p == action.action_type_id.provider)
-        {
-            resolved.insert(key.to_string(), revision.clone());
-        }
-        Ok(resolved)
+        Ok(namespaces)
     }
 
     // ---- dispatch --------------------------------------------------------------
@@ -2399,6 +2563,13 @@ pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// How a stage's beforeEntry condition went.
+enum Gate {
+    Passed(String),
+    Failed(String),
+    Skipped(String),
 }
 
 /// Replaces every `#{namespace.name}` in `value`.

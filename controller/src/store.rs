@@ -47,6 +47,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_poll_revisions",
         include_str!("../migrations/0009_poll_revisions.sql"),
     ),
+    (
+        "0010_stage_conditions",
+        include_str!("../migrations/0010_stage_conditions.sql"),
+    ),
 ];
 
 mod poll_revisions;
@@ -192,7 +196,7 @@ pub struct ExecutionRow {
     pub pipeline_name: String,
     /// Pipeline version the execution runs.
     pub pipeline_version: i64,
-    /// InProgress, Succeeded, Failed.
+    /// InProgress, Succeeded, Failed, Stopped, Skipped.
     pub status: String,
     /// Why it is in this status, if there is more to say.
     pub status_summary: Option<String>,
@@ -251,7 +255,7 @@ pub struct StageRow {
     pub stage_index: i64,
     /// Stage name.
     pub stage_name: String,
-    /// InProgress, Succeeded, Failed.
+    /// InProgress, Succeeded, Failed, Stopped, Skipped.
     pub status: String,
     /// Start.
     pub started_at_ms: Option<i64>,
@@ -261,6 +265,14 @@ pub struct StageRow {
     pub attempt_floor: i64,
     /// How many times the stage was retried by hand.
     pub retries: i64,
+    /// How its beforeEntry condition went: Succeeded, Failed, Skipped or Overridden.
+    pub condition_status: Option<String>,
+    /// What the condition's rules found (or who overrode it).
+    pub summary: Option<String>,
+    /// Who overrode a failed beforeEntry condition.
+    pub overridden_by: Option<String>,
+    /// When.
+    pub overridden_at_ms: Option<i64>,
 }
 
 /// An action attempt row.
@@ -279,7 +291,7 @@ pub struct AttemptRow {
     pub attempt: i64,
     /// The action's runOrder.
     pub run_order: i64,
-    /// InProgress, Succeeded, Failed.
+    /// InProgress, Succeeded, Failed, Stopped, Skipped.
     pub status: String,
     /// queued, offered, running, done.
     pub phase: String,
@@ -721,7 +733,7 @@ impl Store {
         let conn = self.conn();
         let mut stmt = conn.prepare(
             "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
-                    retries
+                    retries, condition_status, summary, overridden_by, overridden_at_ms
              FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
         )?;
         let rows = stmt.query_map([execution_id], |r| {
@@ -733,6 +745,10 @@ impl Store {
                 finished_at_ms: r.get(4)?,
                 attempt_floor: r.get(5)?,
                 retries: r.get(6)?,
+                condition_status: r.get(7)?,
+                summary: r.get(8)?,
+                overridden_by: r.get(9)?,
+                overridden_at_ms: r.get(10)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -754,6 +770,50 @@ impl Store {
             "UPDATE stage_executions SET status = ?3, finished_at_ms = ?4 WHERE execution_id = ?1 AND stage_index = ?2",
             params![execution_id, index, status, now_ms()],
         )?;
+        Ok(())
+    }
+
+    /// Records how a stage's beforeEntry condition went, and why.
+    pub fn set_stage_condition(
+        &self,
+        execution_id: &str,
+        index: i64,
+        condition_status: &str,
+        summary: &str,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE stage_executions SET condition_status = ?3, summary = ?4
+             WHERE execution_id = ?1 AND stage_index = ?2",
+            params![execution_id, index, condition_status, summary],
+        )?;
+        Ok(())
+    }
+
+    /// Puts a finished execution back in progress, and the stage whose beforeEntry
+    /// condition failed in it, recording who overrode the condition.
+    pub fn override_condition(
+        &self,
+        execution_id: &str,
+        stage_index: i64,
+        who: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE executions SET status = 'InProgress', status_summary = NULL, finished_at_ms = NULL
+             WHERE id = ?1",
+            [execution_id],
+        )?;
+        let summary = format!("beforeEntry condition overridden by {who}");
+        tx.execute(
+            "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
+                 condition_status = 'Overridden',
+                 summary = ?4 || CASE WHEN summary IS NULL THEN '' ELSE ' (it had failed: ' || summary || ')' END,
+                 overridden_by = ?3, overridden_at_ms = ?5
+             WHERE execution_id = ?1 AND stage_index = ?2",
+            params![execution_id, stage_index, who, summary, now_ms()],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -1804,7 +1864,7 @@ impl Store {
         };
         let mut stmt = conn.prepare(
             "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
-                    retries
+                    retries, condition_status, summary, overridden_by, overridden_at_ms
              FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
         )?;
         let stages = stmt
@@ -1817,6 +1877,10 @@ impl Store {
                     finished_at_ms: r.get(4)?,
                     attempt_floor: r.get(5)?,
                     retries: r.get(6)?,
+                    condition_status: r.get(7)?,
+                    summary: r.get(8)?,
+                    overridden_by: r.get(9)?,
+                    overridden_at_ms: r.get(10)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;

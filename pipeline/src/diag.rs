@@ -65,7 +65,7 @@ const FIELD_ORDER: &str = "pipeline metadata tags name executionMode pipelineTyp
     configuration inputArtifacts outputArtifacts namespace timeoutInMinutes agent roleArn region \
     artifactStore artifactStores triggers schedules cron timeZone watch path debounceSeconds \
     sourceActionName providerType gitConfiguration push pullRequest events branches tags \
-    filePaths includes excludes blockers beforeEntry onSuccess onFailure";
+    filePaths includes excludes blockers beforeEntry conditions result rules ruleTypeId onSuccess onFailure";
 
 impl Ord for Segment {
     fn cmp(&self, other: &Self) -> Ordering {

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 mod catalog;
+pub mod conditions;
 mod diag;
 mod git_trigger;
 pub mod import;
@@ -34,7 +35,10 @@ pub use git_trigger::{
 };
 pub use import::{ImportOptions, import};
 pub use manifest::Manifest;
-pub use model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
+pub use model::{
+    Action, ActionTypeId, BeforeEntry, Category, Condition, ConditionResult, ExecutionMode,
+    Pipeline, Rule, RuleTypeId, Stage, Variable,
+};
 pub use triggers::{Polling, Schedule, Watch};
 pub use validate::validate;
 

@@ -79,6 +79,82 @@ pub struct Stage {
     pub name: String,
     /// 1–50 actions.
     pub actions: Vec<Action>,
+    /// Conditions checked before the stage is entered (CodePipeline V2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_entry: Option<BeforeEntry>,
+}
+
+/// A stage's `beforeEntry`: conditions checked before the stage starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BeforeEntry {
+    /// Exactly one condition, as in CodePipeline.
+    pub conditions: Vec<Condition>,
+}
+
+/// A condition: it passes when all of its rules pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Condition {
+    /// What happens to the stage when the condition does not pass.
+    #[serde(default)]
+    pub result: ConditionResult,
+    /// 1–5 rules.
+    pub rules: Vec<Rule>,
+}
+
+/// What a failed `beforeEntry` condition does to its stage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ConditionResult {
+    /// The stage (and the execution) fails; a person may override it.
+    #[default]
+    Fail,
+    /// The stage is skipped and the execution goes on to the next stage.
+    Skip,
+}
+
+impl ConditionResult {
+    /// The result as written in definitions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConditionResult::Fail => "FAIL",
+            ConditionResult::Skip => "SKIP",
+        }
+    }
+}
+
+/// One rule of a condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    /// Unique within the condition.
+    pub name: String,
+    /// Which rule provider checks it.
+    pub rule_type_id: RuleTypeId,
+    /// Provider settings.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub configuration: BTreeMap<String, String>,
+}
+
+/// Identifies a rule provider: `VariableCheck` or `DeploymentWindow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleTypeId {
+    /// Always `Rule`.
+    pub category: String,
+    /// `AWS` (as CodePipeline writes it) or `Sluice`.
+    #[serde(default = "default_rule_owner")]
+    pub owner: String,
+    /// `VariableCheck` or `DeploymentWindow`.
+    pub provider: String,
+    /// `"1"`.
+    #[serde(default = "default_version")]
+    pub version: String,
+}
+
+pub(crate) fn default_rule_owner() -> String {
+    "AWS".to_owned()
 }
 
 /// One action: a provider invocation with its configuration and artifacts.

@@ -7,7 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostics, Path, Report};
 use crate::model::{
-    self, Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable,
+    self, Action, ActionTypeId, BeforeEntry, Category, Condition, ConditionResult, ExecutionMode,
+    Pipeline, Rule, RuleTypeId, Stage, Variable,
 };
 use crate::yaml::{self, Source};
 use crate::{Format, Parsed};
@@ -76,7 +77,8 @@ struct Fields {
 const AWS_ROLE: &str =
     "AWS-only field, ignored: Sluice agents run actions with their own credentials";
 const AWS_STORE: &str = "AWS-only field, ignored: Sluice stores artifacts itself";
-const CONDITIONS: &str = "stage conditions are not supported yet; ignored";
+const CONDITIONS: &str =
+    "onSuccess and onFailure conditions are not supported yet (beforeEntry is); ignored";
 
 const WRAPPER: Fields = Fields {
     known: "pipeline metadata",
@@ -99,10 +101,9 @@ const VARIABLE: Fields = Fields {
     ignored: &[],
 };
 const STAGE: Fields = Fields {
-    known: "name actions",
+    known: "name actions beforeEntry",
     ignored: &[
         ("blockers", "blockers are not supported yet; ignored"),
-        ("beforeEntry", CONDITIONS),
         ("onSuccess", CONDITIONS),
         ("onFailure", CONDITIONS),
     ],
@@ -117,6 +118,28 @@ const ACTION: Fields = Fields {
             "AWS-only field, ignored: choose where an action runs with `agent` labels",
         ),
     ],
+};
+const BEFORE_ENTRY: Fields = Fields {
+    known: "conditions",
+    ignored: &[],
+};
+const CONDITION: Fields = Fields {
+    known: "result rules",
+    ignored: &[],
+};
+const RULE: Fields = Fields {
+    known: "name ruleTypeId configuration",
+    ignored: &[
+        ("roleArn", AWS_ROLE),
+        (
+            "region",
+            "AWS-only field, ignored: Sluice evaluates rules in the controller",
+        ),
+    ],
+};
+const RULE_TYPE_ID: Fields = Fields {
+    known: "category owner provider version",
+    ignored: &[],
 };
 const ACTION_TYPE_ID: Fields = Fields {
     known: "category owner provider version",
@@ -206,9 +229,69 @@ impl Walker<'_> {
         let obj = self.object(value, path, &STAGE)?;
         let name = self.required(&obj, "name", Self::string);
         let actions = self.required(&obj, "actions", |w, v, p| w.list(v, p, Self::action));
+        let before_entry = self.optional(&obj, "beforeEntry", Self::before_entry);
         Some(Stage {
             name: name?,
             actions: actions?,
+            before_entry: before_entry?,
+        })
+    }
+
+    fn before_entry(&mut self, value: &Value, path: &Path) -> Option<BeforeEntry> {
+        let obj = self.object(value, path, &BEFORE_ENTRY)?;
+        let conditions = self.required(&obj, "conditions", |w, v, p| w.list(v, p, Self::condition));
+        Some(BeforeEntry {
+            conditions: conditions?,
+        })
+    }
+
+    fn condition(&mut self, value: &Value, path: &Path) -> Option<Condition> {
+        let obj = self.object(value, path, &CONDITION)?;
+        let results = [
+            ("FAIL", ConditionResult::Fail),
+            ("SKIP", ConditionResult::Skip),
+        ];
+        let result = self.optional(&obj, "result", |w, v, p| {
+            if matches!(v.as_str(), Some("ROLLBACK" | "RETRY")) {
+                w.errors.push(
+                    p,
+                    "a beforeEntry condition's result is FAIL or SKIP (ROLLBACK and RETRY are \
+                     for onFailure conditions)",
+                );
+                return None;
+            }
+            w.choice(v, p, &results)
+        });
+        let rules = self.required(&obj, "rules", |w, v, p| w.list(v, p, Self::rule));
+        Some(Condition {
+            result: result?.unwrap_or_default(),
+            rules: rules?,
+        })
+    }
+
+    fn rule(&mut self, value: &Value, path: &Path) -> Option<Rule> {
+        let obj = self.object(value, path, &RULE)?;
+        let name = self.required(&obj, "name", Self::string);
+        let rule_type_id = self.required(&obj, "ruleTypeId", Self::rule_type_id);
+        let configuration = self.optional(&obj, "configuration", Self::string_map);
+        Some(Rule {
+            name: name?,
+            rule_type_id: rule_type_id?,
+            configuration: configuration?.unwrap_or_default(),
+        })
+    }
+
+    fn rule_type_id(&mut self, value: &Value, path: &Path) -> Option<RuleTypeId> {
+        let obj = self.object(value, path, &RULE_TYPE_ID)?;
+        let category = self.required(&obj, "category", Self::string);
+        let owner = self.optional(&obj, "owner", Self::string);
+        let provider = self.required(&obj, "provider", Self::string);
+        let version = self.optional(&obj, "version", Self::scalar_string);
+        Some(RuleTypeId {
+            category: category?,
+            owner: owner?.unwrap_or_else(model::default_rule_owner),
+            provider: provider?,
+            version: version?.unwrap_or_else(model::default_version),
         })
     }
 

@@ -110,6 +110,7 @@ impl<'a> Checker<'a> {
         self.outputs(&root.key("stages"));
         self.stages(&root.key("stages"));
         crate::triggers::check(self.pipeline, self.report);
+        crate::conditions::check(self.pipeline, self.report);
         git_triggers::check(self.pipeline, self.report);
     }
 

@@ -161,6 +161,7 @@ fn validate_a_pipeline_built_in_code() {
         stages: vec![Stage {
             name: "Source".to_owned(),
             actions: vec![action("Get", Category::Source, "git")],
+            before_entry: None,
         }],
         schedules: Vec::new(),
         watch: Vec::new(),
@@ -178,6 +179,7 @@ fn validate_a_pipeline_built_in_code() {
     pipeline.stages.push(Stage {
         name: "Gate".to_owned(),
         actions: vec![approve],
+        before_entry: None,
     });
     let approval = ProviderEntry {
         plugin: None,

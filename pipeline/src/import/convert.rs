@@ -561,7 +561,11 @@ impl<'a> Converter<'a> {
             );
             return None;
         }
-        Some(Stage { name, actions })
+        Some(Stage {
+            name,
+            actions,
+            before_entry: None,
+        })
     }
 
     fn action(&mut self, node: &Node, s: usize, a: usize) -> Converted {

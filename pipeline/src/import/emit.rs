@@ -236,10 +236,12 @@ mod tests {
                 Stage {
                     name: "Source".to_owned(),
                     actions: vec![source],
+                    before_entry: None,
                 },
                 Stage {
                     name: "Build".to_owned(),
                     actions: vec![build],
+                    before_entry: None,
                 },
             ],
             schedules: Vec::new(),
