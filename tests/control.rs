@@ -75,9 +75,7 @@ fn process_alive(needle: &str) -> bool {
 #[test]
 fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     controller.create_pipeline(&three_stages(dir.path(), "sleep 2; echo built"));
 
     let id = controller.start_pipeline("stoppable");
@@ -119,9 +117,7 @@ fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
 #[test]
 fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     // A marker no other process on the machine has in its command line.
     let marker = format!(
         "{}.{}",
@@ -174,9 +170,7 @@ fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
 #[test]
 fn a_start_overrides_variables_and_revisions_and_is_idempotent_with_a_token() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
     let first = String::from_utf8(
         std::process::Command::new("git")
@@ -363,9 +357,7 @@ fn attempts_of(execution: &serde_json::Value, stage: usize, name: &str) -> Vec<(
 #[test]
 fn a_failed_stage_is_retried_with_the_same_execution_id_and_every_attempt_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let fail = dir.path().join("fail");
     std::fs::write(&fail, "").unwrap();
     controller.create_pipeline(&retryable(dir.path(), &fail));
@@ -517,9 +509,7 @@ fn wait_waiting(controller: &Controller, id: &str, stage: &str) -> serde_json::V
 #[test]
 fn executions_wait_in_front_of_a_disabled_transition_until_it_is_enabled() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     controller.create_pipeline(&modal(dir.path(), "gated", "SUPERSEDED", "0"));
 
     let (out, _, stderr) = run(controller.cli().args([
@@ -566,9 +556,7 @@ fn executions_wait_in_front_of_a_disabled_transition_until_it_is_enabled() {
 #[test]
 fn superseded_mode_keeps_only_the_newest_waiting_execution() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 4);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 4);
     controller.create_pipeline(&modal(dir.path(), "sup", "SUPERSEDED", "3"));
 
     let first = controller.start_pipeline("sup");
@@ -614,9 +602,7 @@ fn wait_running_in(controller: &Controller, id: &str, stage: usize) {
 #[test]
 fn queued_mode_runs_every_execution_one_stage_at_a_time_and_parallel_overlaps() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 4);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 4);
     controller.create_pipeline(&modal(dir.path(), "fifo", "QUEUED", "1"));
     controller.create_pipeline(&modal(dir.path(), "wide", "PARALLEL", "2"));
 
@@ -739,9 +725,7 @@ fn wait_approval(controller: &Controller, id: &str) -> serde_json::Value {
 #[test]
 fn manual_approvals_notify_wait_and_are_approved_rejected_or_time_out() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let (url, notifications) = receiver();
     controller.create_pipeline(&approval_pipeline(dir.path(), "gate", &url));
 
@@ -860,9 +844,7 @@ fn manual_approvals_notify_wait_and_are_approved_rejected_or_time_out() {
 #[test]
 fn an_update_while_running_cancels_the_old_execution_after_its_current_stage() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let file = modal(dir.path(), "evolving", "SUPERSEDED", "2");
     controller.create_pipeline(&file);
     let old = controller.start_pipeline("evolving");

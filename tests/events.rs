@@ -299,9 +299,7 @@ fn webhook_receiver(failures: usize) -> (String, Deliveries) {
 fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, received) = webhook_receiver(2);
-    let controller = Controller::start(dir.path(), 0, &["--event-webhook", &hook]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &["--event-webhook", &hook], 2);
     controller.create_pipeline(&pipeline(dir.path(), "evented", "echo built"));
     controller.create_pipeline(&pipeline(dir.path(), "broken", "echo no; exit 3"));
 

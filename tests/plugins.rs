@@ -38,10 +38,8 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
+    let (controller, agent) = start_with_agent(dir.path(), &[], 4);
     let agent_state = dir.path().join("agent");
-    controller.join_agent(&agent_state, "");
-    let agent = run_agent(&agent_state, 4);
     Setup {
         dir,
         controller,

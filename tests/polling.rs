@@ -35,9 +35,7 @@ fn executions(controller: &Controller, pipeline: &str) -> Vec<serde_json::Value>
 fn polling_starts_one_run_per_new_commit_after_recording_the_first_head() {
     let dir = tempfile::tempdir().unwrap();
     let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
-    let controller = Controller::start(dir.path(), 0, &["--min-poll-interval", "1s"]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &["--min-poll-interval", "1s"], 2);
 
     // Out of range intervals are refused at create, with their path.
     let file = dir.path().join("polled.yaml");

@@ -55,9 +55,7 @@ fn a_schedule_starts_runs_until_it_is_removed_and_bad_crons_are_refused() {
     let source = dir.path().join("src");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 4);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 4);
 
     // A cron expression that is not valid is refused at create, with its path.
     let bad = definition(
@@ -120,9 +118,7 @@ fn writing_files_into_a_watched_directory_starts_one_run_after_the_debounce() {
     let watched = dir.path().join("watched");
     std::fs::create_dir_all(&watched).unwrap();
     std::fs::write(watched.join("first.txt"), "first\n").unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
 
     // A relative path is refused at create, with its path.
     let bad = definition(

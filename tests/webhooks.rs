@@ -136,9 +136,7 @@ stages:
 #[test]
 fn webhooks_start_pipelines_for_matching_signed_git_events() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    controller.join_agent(&dir.path().join("agent"), "");
-    let _agent = run_agent(&dir.path().join("agent"), 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
     let first = git(&repo, &["rev-parse", "HEAD"]);
     std::fs::write(repo.join("v.txt"), "two\n").unwrap();

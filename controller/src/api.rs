@@ -172,8 +172,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
     let join = api
         .and(warp::path!("agents" / "join"))
         .and(warp::post())
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and(with(state.clone()))
         .and_then(|req: JoinRequest, s: ApiState| async move { respond(join_agent(req, s)) });
 
@@ -216,8 +215,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::path!("agents" / "tokens"))
         .and(warp::post())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |s: ApiState, req: TokenRequest| async move { respond(create_join_token(req, s)) },
         );
@@ -347,8 +345,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::path!("executions" / String / "stop"))
         .and(warp::post())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(|id: String, s: ApiState, req: StopRequest| async move {
             respond(stop_execution(s, id, req))
         });
@@ -359,8 +356,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         ))
         .and(warp::post())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |id: String, stage: String, s: ApiState, req: RetryRequest| async move {
                 respond(retry_stage(s, id, stage, req))
@@ -374,8 +370,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::post())
         .and(authenticated(state.clone()))
         .and(warp::header::optional::<String>("x-sluice-user"))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |id: String,
              stage: String,
@@ -394,8 +389,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::post())
         .and(authenticated(state.clone()))
         .and(warp::header::optional::<String>("x-sluice-user"))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |name: String,
              stage: String,
@@ -432,8 +426,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::post())
         .and(authenticated(state.clone()))
         .and(warp::header::optional::<String>("x-sluice-user"))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |id: String, s: ApiState, who: Option<String>, req: ApprovalRequest| async move {
                 respond(decide_approval(s, id, who, req))
@@ -479,8 +472,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::path!("plugins" / String / String / "grants"))
         .and(warp::put())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(
             |id: String, version: String, s: ApiState, req: GrantsRequest| async move {
                 respond(set_grants(s, id, version, req))
@@ -497,8 +489,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::path!("secrets" / String))
         .and(warp::put())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(|name: String, s: ApiState, req: SecretRequest| async move {
             respond(put_secret(s, name, req))
         });
@@ -599,6 +590,12 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
     })
     .recover(recover)
     .unify()
+}
+
+/// A JSON request body of at most 64 KiB.
+fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(64 * 1024).and(warp::body::json())
 }
 
 fn with(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Infallible> + Clone {
@@ -1745,8 +1742,7 @@ fn trigger_webhook_routes(state: &ApiState) -> Vec<BoxedFilter<(Response,)>> {
         .and(warp::path!("webhooks"))
         .and(warp::post())
         .and(authenticated(state.clone()))
-        .and(warp::body::content_length_limit(64 * 1024))
-        .and(warp::body::json())
+        .and(json_body())
         .and_then(|s: ApiState, req: CreateWebhookRequest| async move {
             respond(
                 crate::webhooks::create(

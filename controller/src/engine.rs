@@ -1082,17 +1082,7 @@ impl Engine {
             &execution.pipeline_name,
             execution.pipeline_version,
         )?;
-        let Some(index) = def.stages.iter().position(|s| s.name == stage_name) else {
-            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
-            return Err(StoreError::NotFound(format!(
-                "pipeline {} version {} has no stage {stage_name} (its stages: {})",
-                execution.pipeline_name,
-                execution.pipeline_version,
-                names.join(", ")
-            ))
-            .into());
-        };
-        let index = index as i64;
+        let index = stage_position(&def, execution.pipeline_version, stage_name)? as i64;
         let conflict = |m: String| -> EngineError { StoreError::Conflict(m).into() };
         let stage = self
             .store
@@ -1320,14 +1310,7 @@ impl Engine {
         let mut st = self.lock();
         let current = self.store.pipeline_version(pipeline, None)?;
         let def = self.definition(&mut st, pipeline, current.version)?;
-        let Some(index) = def.stages.iter().position(|s| s.name == stage) else {
-            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
-            return Err(StoreError::NotFound(format!(
-                "pipeline {pipeline} has no stage {stage} (its stages: {})",
-                names.join(", ")
-            ))
-            .into());
-        };
+        let index = stage_position(&def, current.version, stage)?;
         if index == 0 {
             return Err(EngineError::Invalid(format!(
                 "stage {stage} is the first stage: executions start in it, so it has no inbound \
@@ -1374,17 +1357,7 @@ impl Engine {
             &execution.pipeline_name,
             execution.pipeline_version,
         )?;
-        let Some(index) = def.stages.iter().position(|s| s.name == stage_name) else {
-            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
-            return Err(StoreError::NotFound(format!(
-                "pipeline {} version {} has no stage {stage_name} (its stages: {})",
-                execution.pipeline_name,
-                execution.pipeline_version,
-                names.join(", ")
-            ))
-            .into());
-        };
-        let index = index as i64;
+        let index = stage_position(&def, execution.pipeline_version, stage_name)? as i64;
         let conflict = |m: String| -> EngineError { StoreError::Conflict(m).into() };
         if matches!(execution.status.as_str(), "InProgress" | "Stopping") {
             return Err(conflict(format!(
@@ -2497,6 +2470,22 @@ impl Engine {
             .map(|(id, s)| (id.clone(), s.held.len()))
             .collect()
     }
+}
+
+/// Where the stage called `name` is in a pipeline version, or an error listing its stages.
+fn stage_position(def: &Pipeline, version: i64, name: &str) -> Result<usize> {
+    def.stages
+        .iter()
+        .position(|s| s.name == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = def.stages.iter().map(|s| s.name.as_str()).collect();
+            StoreError::NotFound(format!(
+                "pipeline {} version {version} has no stage {name} (its stages: {})",
+                def.name,
+                names.join(", ")
+            ))
+            .into()
+        })
 }
 
 /// How long a manual approval waits by default: 7 days, as in CodePipeline.

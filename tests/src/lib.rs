@@ -303,6 +303,16 @@ impl Controller {
     }
 }
 
+/// A controller in `root` started with `flags`, and one agent (state dir
+/// `root/agent`) joined and running with `capacity`.
+pub fn start_with_agent(root: &Path, flags: &[&str], capacity: u32) -> (Controller, Process) {
+    let controller = Controller::start(root, 0, flags);
+    let state = root.join("agent");
+    controller.join_agent(&state, "");
+    let agent = run_agent(&state, capacity);
+    (controller, agent)
+}
+
 /// Starts `sluice-agent run` for a joined state dir.
 pub fn run_agent(state_dir: &Path, capacity: u32) -> Process {
     run_agent_with_labels(state_dir, capacity, "")
