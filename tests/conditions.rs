@@ -105,7 +105,10 @@ fn a_variable_check_with_fail_blocks_staging_and_lets_prod_through() {
     assert!(done["stages"][2]["status"].is_null(), "{done:#}");
     // The text view shows the reason.
     let text = ok(controller.cli().args(["execution", "get", &id]));
-    assert!(text.contains("condition: beforeEntry condition"), "{text}");
+    assert!(
+        text.contains("beforeEntry: beforeEntry condition"),
+        "{text}"
+    );
     // A retry does not bypass the condition; it points at override-condition.
     let (out, _, stderr) =
         run(controller

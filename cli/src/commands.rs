@@ -394,32 +394,78 @@ pub async fn retry(
     })
 }
 
-/// `sluice execution override-condition ID --stage NAME`.
+/// `sluice execution override-condition ID --stage NAME [--condition KIND]`.
 pub async fn override_condition(
     connect: &ConnectArgs,
     id: &str,
     stage: &str,
+    condition: Option<&str>,
     wait: bool,
     out: Output,
 ) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
+    let body = match condition {
+        Some("on-success") => json!({ "conditionType": "ON_SUCCESS" }),
+        Some(_) => json!({ "conditionType": "BEFORE_ENTRY" }),
+        None => json!({}),
+    };
     let execution = api
         .send_json(
             Method::POST,
             &format!("/api/v1/executions/{id}/stages/{stage}/override-condition"),
-            &json!({ "conditionType": "BEFORE_ENTRY" }),
+            &body,
         )
         .await?;
     if !wait {
         match out {
             Output::Json => print_json(&execution),
+            Output::Text => {
+                println!("Overrode the failed condition of stage {stage}; execution {id} goes on")
+            }
+        }
+        return Ok(exit::OK);
+    }
+    finish_waiting(&api, id, out).await
+}
+
+/// `sluice pipeline rollback NAME --stage STAGE [--target ID]`.
+pub async fn rollback(
+    connect: &ConnectArgs,
+    name: &str,
+    stage: &str,
+    target: Option<&str>,
+    wait: bool,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let mut body = json!({ "stageName": stage });
+    if let Some(target) = target {
+        body["targetPipelineExecutionId"] = json!(target);
+    }
+    let execution = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/pipelines/{name}/rollback"),
+            &body,
+        )
+        .await?;
+    let id = execution["id"].as_str().unwrap_or_default().to_string();
+    if !wait {
+        match out {
+            Output::Json => print_json(&execution),
             Output::Text => println!(
-                "Overrode the beforeEntry condition of stage {stage}; execution {id} goes on"
+                "Rolling back stage {stage} to execution {} with execution {id}",
+                execution["rollbackTarget"].as_str().unwrap_or("?")
             ),
         }
         return Ok(exit::OK);
     }
-    let done = wait_for(&api, id, out == Output::Text).await?;
+    finish_waiting(&api, &id, out).await
+}
+
+/// Waits for an execution to end, shows it, and turns its result into an exit code.
+async fn finish_waiting(api: &Api, id: &str, out: Output) -> anyhow::Result<u8> {
+    let done = wait_for(api, id, out == Output::Text).await?;
     match out {
         Output::Json => print_json(&done),
         Output::Text => print!("{}", show::execution(&done)),
@@ -597,16 +643,32 @@ pub async fn logs(
         let execution_done = e["status"] != "InProgress";
         let mut all_done = true;
         for stage in e["stages"].as_array().into_iter().flatten() {
-            for act in stage["actions"].as_array().into_iter().flatten() {
+            // Actions, then the runs of Commands rules (named `condition:rule`).
+            let mut logged: Vec<(String, Vec<Value>)> = stage["actions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| {
+                    let name = a["name"].as_str().unwrap_or("").to_string();
+                    (name, a["attempts"].as_array().cloned().unwrap_or_default())
+                })
+                .collect();
+            for run in stage["ruleRuns"].as_array().into_iter().flatten() {
+                let name = run["actionName"].as_str().unwrap_or("").to_string();
+                match logged.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, runs)) => runs.push(run.clone()),
+                    None => logged.push((name, vec![run.clone()])),
+                }
+            }
+            for (action_name, attempts) in &logged {
                 let stage_name = stage["name"].as_str().unwrap_or("");
-                let action_name = act["name"].as_str().unwrap_or("");
                 if let Some((s, a)) = &filter
                     && (s != stage_name || a != action_name)
                 {
                     continue;
                 }
                 matched_any = true;
-                for attempt in act["attempts"].as_array().into_iter().flatten() {
+                for attempt in attempts {
                     let Some(attempt_id) = attempt["id"].as_i64() else {
                         continue;
                     };

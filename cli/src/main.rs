@@ -296,6 +296,23 @@ enum PipelineCommand {
         /// Pipeline name.
         name: String,
     },
+    /// Roll a stage back: a new ROLLBACK execution runs it again with the artifacts and
+    /// variables of an earlier execution that succeeded in it.
+    Rollback {
+        /// Pipeline name.
+        name: String,
+        /// The stage to roll back.
+        #[arg(long)]
+        stage: String,
+        /// The execution to go back to (it must have succeeded in the stage, on the
+        /// current pipeline version); by default the newest one before the latest
+        /// execution to enter the stage.
+        #[arg(long, value_name = "EXECUTION_ID")]
+        target: Option<String>,
+        /// Wait for the rollback to end, showing its progress; exit 4 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Start an execution; prints its id.
     Start {
         /// Pipeline name.
@@ -361,14 +378,17 @@ enum ExecutionCommand {
         #[arg(long)]
         wait: bool,
     },
-    /// Bypass a stage's failed beforeEntry condition: the execution goes on and enters
-    /// the stage; who did it is recorded.
+    /// Bypass a stage's failed beforeEntry condition (the execution enters the stage)
+    /// or onSuccess condition (the stage succeeds); who did it is recorded.
     OverrideCondition {
         /// Execution id.
         id: String,
         /// The stage's name.
         #[arg(long)]
         stage: String,
+        /// Which condition: before-entry or on-success (by default, the one that failed).
+        #[arg(long, value_parser = ["before-entry", "on-success"])]
+        condition: Option<String>,
         /// Wait for the execution to end, showing its progress; exit 4 unless it succeeded.
         #[arg(long)]
         wait: bool,
@@ -500,6 +520,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Pipeline(PipelineCommand::Transitions { name }) => {
             commands::transitions(connect, &name, out).await
         }
+        Command::Pipeline(PipelineCommand::Rollback {
+            name,
+            stage,
+            target,
+            wait,
+        }) => commands::rollback(connect, &name, &stage, target.as_deref(), wait, out).await,
         Command::Pipeline(PipelineCommand::Start {
             name,
             wait,
@@ -529,8 +555,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             all,
             wait,
         }) => commands::retry(connect, &id, &stage, all, wait, out).await,
-        Command::Execution(ExecutionCommand::OverrideCondition { id, stage, wait }) => {
-            commands::override_condition(connect, &id, &stage, wait, out).await
+        Command::Execution(ExecutionCommand::OverrideCondition {
+            id,
+            stage,
+            condition,
+            wait,
+        }) => {
+            commands::override_condition(connect, &id, &stage, condition.as_deref(), wait, out)
+                .await
         }
         Command::Execution(ExecutionCommand::Stop {
             id,

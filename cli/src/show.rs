@@ -71,6 +71,15 @@ pub fn execution(e: &Value) -> String {
             out.push_str(&format!("  {label:<10} {k} = {}\n", str_of(v)));
         }
     }
+    if let Some(target) = e["rollbackTarget"].as_str() {
+        out.push_str(&format!(
+            "  type:      ROLLBACK of stage {} to execution {target}\n",
+            e["rollbackStage"]
+                .as_i64()
+                .and_then(|i| e["stages"].get(i as usize))
+                .map_or("?", |s| str_of(&s["name"]))
+        ));
+    }
     out.push_str(&format!(
         "  trigger:   {} ({})\n  started:   {}\n  duration:  {}\n",
         str_of(&e["triggerType"]),
@@ -85,8 +94,44 @@ pub fn execution(e: &Value) -> String {
             status(&stage["status"]),
             took(&stage["startedAtMs"], &stage["finishedAtMs"]),
         ));
+        if e["rollbackStage"].is_i64() && stage["status"].is_null() {
+            continue;
+        }
         if let Some(summary) = stage["summary"].as_str() {
-            out.push_str(&format!("    condition: {summary}\n"));
+            out.push_str(&format!("    beforeEntry: {summary}\n"));
+        }
+        if let Some(summary) = stage["onSuccessSummary"].as_str() {
+            out.push_str(&format!("    onSuccess: {summary}\n"));
+        }
+        if let Some(summary) = stage["onFailureSummary"].as_str() {
+            out.push_str(&format!("    onFailure: {summary}\n"));
+        }
+        let retries = stage["retries"].as_i64().unwrap_or(0);
+        if retries > 0 {
+            let automatic = stage["autoRetries"].as_i64().unwrap_or(0);
+            out.push_str(&format!(
+                "    retried {retries} time(s), {automatic} of them automatically\n"
+            ));
+        }
+        for run in stage["ruleRuns"].as_array().into_iter().flatten() {
+            let mut line = format!(
+                "    rule {:<21} {:<14} {:<8} attempt {}",
+                str_of(&run["actionName"]),
+                status(&run["status"]),
+                took(&run["startedAtMs"], &run["finishedAtMs"]),
+                run["id"],
+            );
+            if let Some(agent) = run["agentId"].as_str() {
+                line.push_str(&format!(" on {agent}"));
+            }
+            if let Some(error) = run["error"].as_str() {
+                line.push_str(&format!(": {error}"));
+            }
+            if let Some(reason) = run["waitingReason"].as_str() {
+                line.push_str(&format!(" (waiting: {reason})"));
+            }
+            out.push_str(&line);
+            out.push('\n');
         }
         for action in stage["actions"].as_array().into_iter().flatten() {
             let attempts = action["attempts"].as_array().cloned().unwrap_or_default();

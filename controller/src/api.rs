@@ -22,6 +22,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::engine::{Engine, Event};
 use crate::store::{AgentRow, StoreError, now_ms};
 use crate::tls::Certificates;
+use sluice_pipeline::conditions::Kind;
 
 /// Who is on the other end of a TLS connection, as the server saw it.
 #[derive(Clone, Debug)]
@@ -382,6 +383,19 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
             },
         );
 
+    let rollback_stage = api
+        .and(warp::path!("pipelines" / String / "rollback"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and(warp::header::optional::<String>("x-sluice-user"))
+        .and(json_body())
+        .and_then(
+            |name: String, s: ApiState, who: Option<String>, req: RollbackRequest| async move {
+                let who = who.unwrap_or_else(|| "api".into());
+                respond(rollback_stage(s, name, &who, req))
+            },
+        );
+
     let set_transition = api
         .and(warp::path!(
             "pipelines" / String / "stages" / String / "transition"
@@ -563,6 +577,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         transitions.boxed(),
         retry.boxed(),
         override_condition.boxed(),
+        rollback_stage.boxed(),
         list_plugins.boxed(),
         show_plugin.boxed(),
         install_plugin.boxed(),
@@ -1066,7 +1081,24 @@ struct StageDetail {
     overridden_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     overridden_at_ms: Option<i64>,
+    /// How the onSuccess condition went: InProgress, Succeeded, Failed, Overridden.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_success_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_success_summary: Option<String>,
+    /// How onFailure went: InProgress, Succeeded (retried or rolled back), Failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure_status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    on_failure_summary: Option<String>,
+    /// Retries of the stage, by hand and automatic.
+    retries: i64,
+    /// How many of them onFailure started.
+    auto_retries: i64,
     actions: Vec<ActionDetail>,
+    /// Runs of the stage's Commands rules (`condition:rule`), oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    rule_runs: Vec<AttemptView>,
 }
 
 #[derive(Serialize)]
@@ -1152,18 +1184,35 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
     for (index, stage) in def.stages.iter().enumerate() {
         let row = stage_rows.iter().find(|r| r.stage_index == index as i64);
         revision.update(row.map(|r| r.status.as_str()).unwrap_or("-").as_bytes());
-        revision.update(
-            row.and_then(|r| r.summary.as_deref())
-                .unwrap_or("-")
-                .as_bytes(),
-        );
+        for text in [
+            row.and_then(|r| r.summary.as_deref()),
+            row.and_then(|r| r.on_success_summary.as_deref()),
+            row.and_then(|r| r.on_failure_summary.as_deref()),
+        ] {
+            revision.update(text.unwrap_or("-").as_bytes());
+        }
+        let mut rule_runs = Vec::new();
+        for attempt in attempts
+            .iter()
+            .filter(|a| a.stage_index == index as i64 && a.rule_condition.is_some())
+        {
+            revision
+                .update(format!("{}:{}:{}", attempt.id, attempt.status, attempt.phase).as_bytes());
+            rule_runs.push(AttemptView {
+                log: store.log(attempt.id)?,
+                tests: None,
+                approval: None,
+                attempt: attempt.clone(),
+            });
+        }
         let mut actions = Vec::new();
         for action in &stage.actions {
             let mut views = Vec::new();
-            for attempt in attempts
-                .iter()
-                .filter(|a| a.stage_index == index as i64 && a.action_name == action.name)
-            {
+            for attempt in attempts.iter().filter(|a| {
+                a.stage_index == index as i64
+                    && a.action_name == action.name
+                    && a.rule_condition.is_none()
+            }) {
                 revision.update(
                     format!("{}:{}:{}", attempt.id, attempt.status, attempt.phase).as_bytes(),
                 );
@@ -1192,7 +1241,14 @@ fn execution_detail(s: &ApiState, id: &str) -> Result<ExecutionDetail, ApiError>
             summary: row.and_then(|r| r.summary.clone()),
             overridden_by: row.and_then(|r| r.overridden_by.clone()),
             overridden_at_ms: row.and_then(|r| r.overridden_at_ms),
+            on_success_status: row.and_then(|r| r.on_success_status.clone()),
+            on_success_summary: row.and_then(|r| r.on_success_summary.clone()),
+            on_failure_status: row.and_then(|r| r.on_failure_status.clone()),
+            on_failure_summary: row.and_then(|r| r.on_failure_summary.clone()),
+            retries: row.map_or(0, |r| r.retries),
+            auto_retries: row.map_or(0, |r| r.auto_retries),
             actions,
+            rule_runs,
         });
     }
     Ok(ExecutionDetail {
@@ -1640,7 +1696,7 @@ fn retry_stage(s: ApiState, id: String, stage: String, req: RetryRequest) -> Api
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OverrideRequest {
-    /// BEFORE_ENTRY, the only condition type Sluice evaluates (the default).
+    /// BEFORE_ENTRY or ON_SUCCESS; without it, whichever of the two failed.
     #[serde(default)]
     condition_type: Option<String>,
 }
@@ -1652,18 +1708,41 @@ fn override_condition(
     who: &str,
     req: OverrideRequest,
 ) -> ApiResult {
-    if let Some(other) = req.condition_type.filter(|t| t != "BEFORE_ENTRY") {
-        let message = format!("conditionType: {other:?} is not BEFORE_ENTRY");
-        return Err(ApiError {
-            errors: vec![FieldError {
-                path: "conditionType".into(),
-                message: format!("{other:?} is not BEFORE_ENTRY"),
-            }],
-            ..ApiError::bad_request(message)
-        });
-    }
-    let execution = s.engine.override_condition(&id, &stage, who)?;
+    let kind = match req.condition_type.as_deref() {
+        None => None,
+        Some("BEFORE_ENTRY") => Some(Kind::BeforeEntry),
+        Some("ON_SUCCESS") => Some(Kind::OnSuccess),
+        Some(other) => {
+            let message = format!("{other:?} is not BEFORE_ENTRY or ON_SUCCESS");
+            return Err(ApiError {
+                errors: vec![FieldError {
+                    path: "conditionType".into(),
+                    message: message.clone(),
+                }],
+                ..ApiError::bad_request(format!("conditionType: {message}"))
+            });
+        }
+    };
+    let execution = s.engine.override_condition(&id, &stage, kind, who)?;
     json(StatusCode::OK, &execution)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RollbackRequest {
+    stage_name: String,
+    #[serde(default)]
+    target_pipeline_execution_id: Option<String>,
+}
+
+fn rollback_stage(s: ApiState, name: String, who: &str, req: RollbackRequest) -> ApiResult {
+    let execution = s.engine.rollback_stage(
+        &name,
+        &req.stage_name,
+        req.target_pipeline_execution_id.as_deref(),
+        who,
+    )?;
+    json(StatusCode::CREATED, &execution)
 }
 
 #[derive(Deserialize)]

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
+use sluice_pipeline::conditions::Kind;
 use sluice_pipeline::{Action, Catalog, ConditionResult, ExecutionMode, Pipeline};
 use sluice_proto::{AttemptRef, ControllerMessage, Job, Outcome};
 use tokio::sync::{broadcast, mpsc};
@@ -23,6 +24,9 @@ use crate::logs::LogFiles;
 use crate::plugins::{InstallError, InstalledPlugin, Registry};
 use crate::secrets::{SecretBox, SecretError};
 use crate::store::{self, AgentRow, AttemptRow, NewAttempt, Store, StoreError, now_ms, phase};
+
+mod stage_outcomes;
+use stage_outcomes::ConditionOutcome;
 
 /// Timing knobs of the engine.
 #[derive(Debug, Clone)]
@@ -709,6 +713,7 @@ impl Engine {
                 variables,
                 source_revisions,
                 client_request_token: options.client_request_token.as_deref(),
+                rollback: None,
             },
         )?;
         tracing::info!(execution = %id, pipeline, "Execution started.");
@@ -772,7 +777,11 @@ impl Engine {
         index: usize,
     ) -> Result<Option<String>> {
         let stage = &def.stages[index];
+        // A rollback does not come through the inbound transition, and goes ahead of
+        // the queue: it waits only for the stage itself.
+        let rollback = execution.rollback_stage.is_some();
         if index > 0
+            && !rollback
             && let Some(t) = self
                 .store
                 .transitions(&execution.pipeline_name)?
@@ -802,6 +811,7 @@ impl Engine {
             )));
         }
         if def.execution_mode == ExecutionMode::Queued
+            && !rollback
             && let Some(ahead) = self
                 .store
                 .waiting_executions(&execution.pipeline_name, Some(&stage.name))?
@@ -868,14 +878,16 @@ impl Engine {
         let def = self.definition(st, &execution.pipeline_name, execution.pipeline_version)?;
         let stages = self.store.stages(execution_id)?;
         let attempts = self.store.attempts(execution_id)?;
+        // A ROLLBACK runs its one stage, with no conditions.
+        let rollback = execution.rollback_stage.is_some();
 
         for (index, stage) in def.stages.iter().enumerate() {
             let index = index as i64;
-            match stages
-                .iter()
-                .find(|s| s.stage_index == index)
-                .map(|s| s.status.as_str())
-            {
+            if execution.rollback_stage.is_some_and(|r| r != index) {
+                continue;
+            }
+            let mut row = stages.iter().find(|s| s.stage_index == index).cloned();
+            match row.as_ref().map(|s| s.status.as_str()) {
                 Some("Succeeded" | "Skipped") => continue,
                 Some("InProgress") => {}
                 Some(_) => {
@@ -906,43 +918,76 @@ impl Engine {
                         self.store.set_waiting(execution_id, None, None)?;
                     }
                     self.store.insert_stage(execution_id, index, &stage.name)?;
-                    if let Some(gate) = self.before_entry(&execution, &def, stage)? {
-                        let (status, summary) = match &gate {
-                            Gate::Passed(summary) => ("Succeeded", summary),
-                            Gate::Failed(summary) => ("Failed", summary),
-                            Gate::Skipped(summary) => ("Skipped", summary),
-                        };
-                        self.store
-                            .set_stage_condition(execution_id, index, status, summary)?;
-                        tracing::info!(execution = %execution_id, stage = %stage.name, status, summary = %summary, "beforeEntry condition evaluated.");
-                        match gate {
-                            Gate::Passed(_) => {}
-                            Gate::Failed(summary) => {
-                                self.store.finish_stage(execution_id, index, "Failed")?;
-                                self.finish_execution(execution_id, "Failed", Some(&summary))?;
-                                return Ok(false);
-                            }
-                            Gate::Skipped(_) => {
-                                self.store.finish_stage(execution_id, index, "Skipped")?;
-                                self.emit(Event::Execution(execution_id.to_string()));
-                                continue;
-                            }
-                        }
-                    }
                     self.emit(Event::Execution(execution_id.to_string()));
+                    row = self
+                        .store
+                        .stages(execution_id)?
+                        .into_iter()
+                        .find(|s| s.stage_index == index);
+                }
+            }
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            if !rollback
+                && let Some(before_entry) = &stage.before_entry
+                && matches!(row.condition_status.as_deref(), None | Some("InProgress"))
+            {
+                let kind = Kind::BeforeEntry;
+                match self.condition_outcome(
+                    st,
+                    &execution,
+                    &def,
+                    &row,
+                    kind,
+                    &before_entry.conditions,
+                )? {
+                    ConditionOutcome::Pending { again } => return Ok(again),
+                    ConditionOutcome::Met(summary) => {
+                        self.record_condition(
+                            &execution,
+                            &stage.name,
+                            &row,
+                            kind,
+                            "Succeeded",
+                            &summary,
+                        )?;
+                    }
+                    ConditionOutcome::NotMet(ConditionResult::Skip, summary) => {
+                        self.record_condition(
+                            &execution,
+                            &stage.name,
+                            &row,
+                            kind,
+                            "Skipped",
+                            &summary,
+                        )?;
+                        self.store.finish_stage(execution_id, index, "Skipped")?;
+                        self.emit(Event::Execution(execution_id.to_string()));
+                        continue;
+                    }
+                    ConditionOutcome::NotMet(_, summary) => {
+                        self.record_condition(
+                            &execution,
+                            &stage.name,
+                            &row,
+                            kind,
+                            "Failed",
+                            &summary,
+                        )?;
+                        self.store.finish_stage(execution_id, index, "Failed")?;
+                        self.finish_execution(execution_id, "Failed", Some(&summary))?;
+                        return Ok(false);
+                    }
                 }
             }
             // The latest attempt of each action of this stage (since its last whole-stage
-            // retry).
-            let floor = stages
-                .iter()
-                .find(|s| s.stage_index == index)
-                .map_or(0, |s| s.attempt_floor);
+            // retry); Commands rule runs are not actions.
+            let floor = row.attempt_floor;
             let mut latest: HashMap<&str, &AttemptRow> = HashMap::new();
-            for attempt in attempts
-                .iter()
-                .filter(|a| a.stage_index == index && a.attempt > floor)
-            {
+            for attempt in attempts.iter().filter(|a| {
+                a.stage_index == index && a.attempt > floor && a.rule_condition.is_none()
+            }) {
                 let entry = latest
                     .entry(attempt.action_name.as_str())
                     .or_insert(attempt);
@@ -968,18 +1013,16 @@ impl Engine {
                         &reason,
                     )?;
                 }
-                let in_flight = latest.values().any(|a| phase::in_flight(&a.phase));
-                if !in_flight {
-                    self.store.finish_stage(execution_id, index, "Failed")?;
-                    let message = format!(
-                        "Action {}/{} failed: {}",
-                        stage.name,
-                        first.action_name,
-                        first.error.as_deref().unwrap_or("no reason given")
-                    );
-                    self.finish_execution(execution_id, "Failed", Some(&message))?;
+                if latest.values().any(|a| phase::in_flight(&a.phase)) {
+                    return Ok(false);
                 }
-                return Ok(false);
+                let message = format!(
+                    "Action {}/{} failed: {}",
+                    stage.name,
+                    first.action_name,
+                    first.error.as_deref().unwrap_or("no reason given")
+                );
+                return self.stage_failed(st, &execution, &def, &row, &message);
             }
             let mut run_orders: Vec<u32> = stage.actions.iter().map(|a| a.run_order).collect();
             run_orders.sort_unstable();
@@ -1006,6 +1049,49 @@ impl Engine {
                 }
                 return Ok(again);
             }
+            if !rollback
+                && let Some(on_success) = &stage.on_success
+                && matches!(row.on_success_status.as_deref(), None | Some("InProgress"))
+            {
+                let kind = Kind::OnSuccess;
+                match self.condition_outcome(
+                    st,
+                    &execution,
+                    &def,
+                    &row,
+                    kind,
+                    &on_success.conditions,
+                )? {
+                    ConditionOutcome::Pending { again } => return Ok(again),
+                    ConditionOutcome::Met(summary) => {
+                        self.record_condition(
+                            &execution,
+                            &stage.name,
+                            &row,
+                            kind,
+                            "Succeeded",
+                            &summary,
+                        )?;
+                    }
+                    ConditionOutcome::NotMet(result, summary) => {
+                        self.record_condition(
+                            &execution,
+                            &stage.name,
+                            &row,
+                            kind,
+                            "Failed",
+                            &summary,
+                        )?;
+                        self.store.finish_stage(execution_id, index, "Failed")?;
+                        let mut message = summary;
+                        if result == ConditionResult::Rollback {
+                            message.push_str(&self.roll_back_after(st, &execution, &def, index)?);
+                        }
+                        self.finish_execution(execution_id, "Failed", Some(&message))?;
+                        return Ok(false);
+                    }
+                }
+            }
             self.store.finish_stage(execution_id, index, "Succeeded")?;
             self.emit(Event::Execution(execution_id.to_string()));
         }
@@ -1013,66 +1099,14 @@ impl Engine {
         Ok(false)
     }
 
-    /// Evaluates a stage's beforeEntry conditions (`None` if it has none): every rule of
-    /// a condition must pass; the first condition that does not decides the stage's fate.
-    fn before_entry(
-        &self,
-        execution: &store::ExecutionRow,
-        def: &Pipeline,
-        stage: &sluice_pipeline::Stage,
-    ) -> Result<Option<Gate>> {
-        let Some(before_entry) = &stage.before_entry else {
-            return Ok(None);
-        };
-        let needs_outputs = before_entry
-            .conditions
-            .iter()
-            .flat_map(|c| &c.rules)
-            .filter_map(|r| r.configuration.get("Variable"))
-            .any(|v| !v.contains("#{variables.") && !v.contains("#{codepipeline."));
-        let namespaces = self.namespaces(execution, def, needs_outputs);
-        let resolve = |namespace: &str, name: &str| -> Result<String, String> {
-            let namespaces = namespaces.as_ref().map_err(Clone::clone)?;
-            substitute(&format!("#{{{namespace}.{name}}}"), namespaces)
-        };
-        let now = chrono::Utc::now();
-        let mut passed = Vec::new();
-        for condition in &before_entry.conditions {
-            for rule in &condition.rules {
-                match sluice_pipeline::conditions::evaluate(rule, &resolve, now) {
-                    Ok(why) => passed.push(format!(
-                        "rule {} ({}) passed: {why}",
-                        rule.name, rule.rule_type_id.provider
-                    )),
-                    Err(why) => {
-                        let summary = format!(
-                            "beforeEntry condition of stage {} not met (result {}): rule {} ({}) \
-                             failed: {why}",
-                            stage.name,
-                            condition.result.as_str(),
-                            rule.name,
-                            rule.rule_type_id.provider
-                        );
-                        return Ok(Some(match condition.result {
-                            ConditionResult::Fail => Gate::Failed(summary),
-                            ConditionResult::Skip => Gate::Skipped(summary),
-                        }));
-                    }
-                }
-            }
-        }
-        Ok(Some(Gate::Passed(format!(
-            "beforeEntry condition met: {}",
-            passed.join("; ")
-        ))))
-    }
-
-    /// Lets a person bypass the failed beforeEntry condition of a stage: the execution
-    /// goes on and enters the stage. Records who did it and when.
+    /// Lets a person bypass the failed beforeEntry or onSuccess condition of a stage:
+    /// the execution goes on, entering the stage or leaving it as succeeded. `kind`
+    /// names the condition; without it, the one that failed. Records who and when.
     pub fn override_condition(
         &self,
         id: &str,
         stage_name: &str,
+        kind: Option<Kind>,
         who: &str,
     ) -> Result<store::ExecutionRow> {
         let mut st = self.lock();
@@ -1089,19 +1123,43 @@ impl Engine {
             .stages(id)?
             .into_iter()
             .find(|s| s.stage_index == index);
-        let failed_condition = stage.as_ref().is_some_and(|s| {
-            s.status == "Failed" && s.condition_status.as_deref() == Some("Failed")
-        });
-        if !failed_condition {
-            let what = match stage.as_ref().and_then(|s| s.condition_status.as_deref()) {
-                Some("Skipped") => "its condition's result is SKIP, which cannot be overridden",
-                Some("Overridden") => "its condition was already overridden",
-                _ => "it has no failed beforeEntry condition",
-            };
-            return Err(conflict(format!(
-                "stage {stage_name} of execution {id} cannot be overridden: {what}"
-            )));
-        }
+        let failed = stage.as_ref().filter(|s| s.status == "Failed");
+        let before_entry_failed =
+            failed.is_some_and(|s| s.condition_status.as_deref() == Some("Failed"));
+        let on_success_failed =
+            failed.is_some_and(|s| s.on_success_status.as_deref() == Some("Failed"));
+        let chosen = match kind {
+            Some(Kind::OnFailure) => {
+                return Err(conflict(
+                    "an onFailure condition cannot be overridden, as in CodePipeline; retry the \
+                     stage instead"
+                        .to_string(),
+                ));
+            }
+            Some(Kind::BeforeEntry) if before_entry_failed => Kind::BeforeEntry,
+            Some(Kind::OnSuccess) if on_success_failed => Kind::OnSuccess,
+            None if before_entry_failed => Kind::BeforeEntry,
+            None if on_success_failed => Kind::OnSuccess,
+            _ => {
+                let status = |s: &store::StageRow| match kind {
+                    Some(Kind::OnSuccess) => s.on_success_status.clone(),
+                    _ => s.condition_status.clone(),
+                };
+                let what = match stage.as_ref().and_then(status).as_deref() {
+                    Some("Skipped") => {
+                        "its condition's result is SKIP, which cannot be overridden".to_string()
+                    }
+                    Some("Overridden") => "its condition was already overridden".to_string(),
+                    _ => format!(
+                        "it has no failed {} condition",
+                        kind.map_or("beforeEntry or onSuccess", Kind::as_str)
+                    ),
+                };
+                return Err(conflict(format!(
+                    "stage {stage_name} of execution {id} cannot be overridden: {what}"
+                )));
+            }
+        };
         if execution.status != "Failed" {
             return Err(conflict(format!(
                 "execution {id} is {}; only a failed execution's condition can be overridden",
@@ -1114,8 +1172,11 @@ impl Engine {
                  execution in a stage can be overridden"
             )));
         }
-        self.store.override_condition(id, index, who)?;
-        tracing::info!(execution = %id, stage = %stage_name, who, "beforeEntry condition overridden.");
+        match chosen {
+            Kind::OnSuccess => self.store.override_on_success(id, index, who)?,
+            _ => self.store.override_condition(id, index, who)?,
+        }
+        tracing::info!(execution = %id, stage = %stage_name, condition = chosen.as_str(), who, "Condition overridden.");
         self.advance(&mut st, id)?;
         self.dispatch(&mut st)?;
         drop(st);
@@ -1399,39 +1460,7 @@ impl Engine {
                  execution in a stage can be retried"
             )));
         }
-        let attempts: Vec<AttemptRow> = self
-            .store
-            .attempts(id)?
-            .into_iter()
-            .filter(|a| a.stage_index == index)
-            .collect();
-        let highest = attempts.iter().map(|a| a.attempt).max().unwrap_or(0);
-        let floor = stage.as_ref().map_or(0, |s| s.attempt_floor);
-        if all_actions {
-            self.store.reopen_for_retry(id, index, highest)?;
-        } else {
-            self.store.reopen_for_retry(id, index, floor)?;
-            let execution = self.store.execution(id)?;
-            let stage_def = &def.stages[index as usize];
-            for action in &stage_def.actions {
-                let latest = attempts
-                    .iter()
-                    .filter(|a| a.action_name == action.name && a.attempt > floor)
-                    .max_by_key(|a| a.attempt);
-                if let Some(latest) = latest
-                    && matches!(latest.status.as_str(), "Failed" | "Abandoned")
-                {
-                    self.queue_attempt(
-                        &mut st,
-                        &execution,
-                        &def,
-                        index,
-                        action,
-                        latest.attempt + 1,
-                    )?;
-                }
-            }
-        }
+        self.reopen_stage(&mut st, &execution, &def, index, all_actions, false)?;
         tracing::info!(execution = %id, stage = %stage_name, all_actions, "Stage retried.");
         self.advance(&mut st, id)?;
         self.dispatch(&mut st)?;
@@ -1593,6 +1622,7 @@ impl Engine {
             run_order: i64::from(action.run_order),
             fencing_token: &token,
             resolved_configuration: &configuration,
+            rule_condition: None,
         })?;
         self.emit(Event::Execution(execution.id.clone()));
         if let Some(problem) = problem {
@@ -1611,21 +1641,55 @@ impl Engine {
         let Some(stage) = def.stages.get(attempt.stage_index as usize) else {
             return Ok(false);
         };
-        let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name) else {
-            return Ok(false);
+        let work = match &attempt.rule_condition {
+            Some(kind) => match stage_outcomes::find_rule(stage, kind, &attempt.action_name) {
+                Some(rule) => Work {
+                    action_type: stage_outcomes::commands_rule_type(),
+                    inputs: &rule.input_artifacts,
+                    outputs: &[],
+                    timeout_in_minutes: rule.timeout_in_minutes,
+                    selector: &rule.agent,
+                },
+                None => {
+                    let problem = format!(
+                        "the {kind} rule {} is no longer in the definition",
+                        attempt.action_name
+                    );
+                    self.store.end_attempt(
+                        attempt.id,
+                        &attempt.fencing_token,
+                        "Failed",
+                        &problem,
+                    )?;
+                    return Ok(true);
+                }
+            },
+            None => {
+                let Some(action) = stage.actions.iter().find(|a| a.name == attempt.action_name)
+                else {
+                    return Ok(false);
+                };
+                if action.action_type_id.category == sluice_pipeline::Category::Approval {
+                    self.open_approval(&execution, stage, action, attempt)?;
+                    return Ok(false);
+                }
+                Work {
+                    action_type: sluice_proto::ActionType {
+                        category: action.action_type_id.category.to_string(),
+                        owner: action.action_type_id.owner.clone(),
+                        provider: action.action_type_id.provider.clone(),
+                        version: action.action_type_id.version.clone(),
+                    },
+                    inputs: &action.input_artifacts,
+                    outputs: &action.output_artifacts,
+                    timeout_in_minutes: action.timeout_in_minutes,
+                    selector: &action.agent,
+                }
+            }
         };
-        if action.action_type_id.category == sluice_pipeline::Category::Approval {
-            self.open_approval(&execution, stage, action, attempt)?;
-            return Ok(false);
-        }
-        let action_type = sluice_proto::ActionType {
-            category: action.action_type_id.category.to_string(),
-            owner: action.action_type_id.owner.clone(),
-            provider: action.action_type_id.provider.clone(),
-            version: action.action_type_id.version.clone(),
-        };
+        let action_type = work.action_type;
         let registry = self.registry();
-        let prepared = self.input_refs(&execution.id, action).and_then(|inputs| {
+        let prepared = self.input_refs(&execution, work.inputs).and_then(|inputs| {
             let plugin = registry.serving(&action_type).ok_or_else(|| {
                 format!(
                     "no installed plugin serves {}/{}/{}@{} any more; install it again \
@@ -1656,12 +1720,12 @@ impl Engine {
             pipeline: def.name.clone(),
             execution_id: execution.id.clone(),
             stage: stage.name.clone(),
-            action: action.name.clone(),
+            action: attempt.action_name.clone(),
             action_type,
             configuration: attempt.resolved_configuration.clone(),
             inputs,
-            outputs: action.output_artifacts.clone(),
-            timeout_secs: action
+            outputs: work.outputs.to_vec(),
+            timeout_secs: work
                 .timeout_in_minutes
                 .map(|m| u64::from(m) * 60)
                 .unwrap_or(self.settings.default_action_timeout.as_secs()),
@@ -1672,24 +1736,34 @@ impl Engine {
             attempt.id,
             Queued {
                 job,
-                selector: action.agent.clone(),
+                selector: work.selector.clone(),
                 waiting_reason: attempt.waiting_reason.clone(),
             },
         );
         Ok(false)
     }
 
+    /// The artifacts named `names`, from this execution or, for a ROLLBACK, from its
+    /// target where this execution has not produced them itself.
     fn input_refs(
         &self,
-        execution_id: &str,
-        action: &Action,
+        execution: &store::ExecutionRow,
+        names: &[String],
     ) -> Result<Vec<sluice_proto::ArtifactRef>, String> {
-        let stored = self
-            .store
-            .artifacts(execution_id)
-            .map_err(|e| format!("could not read the execution's artifacts: {e}"))?;
-        action
-            .input_artifacts
+        let read = |id: &str| {
+            self.store
+                .artifacts(id)
+                .map_err(|e| format!("could not read the artifacts of execution {id}: {e}"))
+        };
+        let mut stored = read(&execution.id)?;
+        if let Some(target) = &execution.rollback_target {
+            for artifact in read(target)? {
+                if !stored.iter().any(|a| a.name == artifact.name) {
+                    stored.push(artifact);
+                }
+            }
+        }
+        names
             .iter()
             .map(|name| {
                 stored
@@ -1700,7 +1774,16 @@ impl Engine {
                         sha256: a.sha256.clone(),
                         size: a.size as u64,
                     })
-                    .ok_or_else(|| format!("input artifact \"{name}\" was not produced by an earlier action of this execution"))
+                    .ok_or_else(|| match &execution.rollback_target {
+                        Some(target) => format!(
+                            "input artifact \"{name}\" was produced neither by this rollback nor \
+                             by its target, execution {target}"
+                        ),
+                        None => format!(
+                            "input artifact \"{name}\" was not produced by an earlier action of \
+                             this execution"
+                        ),
+                    })
             })
             .collect()
     }
@@ -1748,26 +1831,30 @@ impl Engine {
         namespaces.insert("codepipeline".into(), codepipeline);
         namespaces.insert("variables".into(), execution.variables.clone());
         if needs_outputs {
-            let attempts = self
-                .store
-                .attempts(&execution.id)
-                .map_err(|e| e.to_string())?;
-            for stage in &def.stages {
-                for other in &stage.actions {
-                    let Some(namespace) = &other.namespace else {
-                        continue;
-                    };
-                    if let Some(done) = attempts
-                        .iter()
-                        .filter(|a| a.action_name == other.name && a.status == "Succeeded")
-                        .filter(|a| {
-                            def.stages
-                                .get(a.stage_index as usize)
-                                .is_some_and(|s| s.name == stage.name)
-                        })
-                        .max_by_key(|a| a.attempt)
-                    {
-                        namespaces.insert(namespace.clone(), done.output_variables.clone());
+            // A ROLLBACK sees its target's outputs, then its own.
+            let sources = execution
+                .rollback_target
+                .iter()
+                .chain(std::iter::once(&execution.id));
+            for source in sources {
+                let attempts = self.store.attempts(source).map_err(|e| e.to_string())?;
+                for (index, stage) in def.stages.iter().enumerate() {
+                    for other in &stage.actions {
+                        let Some(namespace) = &other.namespace else {
+                            continue;
+                        };
+                        if let Some(done) = attempts
+                            .iter()
+                            .filter(|a| {
+                                a.stage_index == index as i64
+                                    && a.action_name == other.name
+                                    && a.rule_condition.is_none()
+                                    && a.status == "Succeeded"
+                            })
+                            .max_by_key(|a| a.attempt)
+                        {
+                            namespaces.insert(namespace.clone(), done.output_variables.clone());
+                        }
                     }
                 }
             }
@@ -2554,11 +2641,13 @@ pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
         .join(",")
 }
 
-/// How a stage's beforeEntry condition went.
-enum Gate {
-    Passed(String),
-    Failed(String),
-    Skipped(String),
+/// What an attempt runs: an action, or a Commands rule of a stage condition.
+struct Work<'a> {
+    action_type: sluice_proto::ActionType,
+    inputs: &'a [String],
+    outputs: &'a [String],
+    timeout_in_minutes: Option<u32>,
+    selector: &'a BTreeMap<String, String>,
 }
 
 /// Replaces every `#{namespace.name}` in `value`.

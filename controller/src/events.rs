@@ -239,6 +239,11 @@ fn changes(
             "trigger-detail": execution.trigger_detail,
         });
         detail["pipeline-execution-attempt"] = json!(generation + 1);
+        detail["execution-type"] = json!(execution.execution_type);
+        if let Some(target) = &execution.rollback_target {
+            detail["rollback-metadata"] =
+                json!({ "rollback-target-pipeline-execution-id": target });
+        }
         if !matches!(state, "STARTED" | "RESUMED")
             && let Some(summary) = &execution.status_summary
         {
@@ -308,7 +313,12 @@ fn changes(
 
         // Its action executions, one per attempt, by time.
         let mut pending: Vec<(i64, u8, i64, NewEvent)> = Vec::new();
-        for attempt in attempts.iter().filter(|a| a.stage_index == index) {
+        // Commands rule runs belong to conditions, which CodePipeline's events do not
+        // carry; the execution's stages show them.
+        for attempt in attempts
+            .iter()
+            .filter(|a| a.stage_index == index && a.rule_condition.is_none())
+        {
             let last = recorded.attempts.get(&attempt.id).map(String::as_str);
             let finished = attempt.phase == crate::store::phase::DONE;
             let started = attempt.started_at_ms.is_some();
@@ -952,6 +962,7 @@ mod tests {
                     run_order: 1,
                     fencing_token: "t",
                     resolved_configuration: &BTreeMap::new(),
+                    rule_condition: None,
                 })
                 .unwrap()
         }
@@ -1068,7 +1079,7 @@ mod tests {
         );
         // A retry (FAILED_ACTIONS), with a fresh recorder as after a restart.
         f.recorder.recorded.clear();
-        f.store.reopen_for_retry("e1", 0, 0).unwrap();
+        f.store.reopen_for_retry("e1", 0, 0, false).unwrap();
         let again = f.attempt(0, "Get", 2);
         f.run(again);
         assert_eq!(

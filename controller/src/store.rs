@@ -51,6 +51,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_stage_conditions",
         include_str!("../migrations/0010_stage_conditions.sql"),
     ),
+    (
+        "0011_stage_outcomes",
+        include_str!("../migrations/0011_stage_outcomes.sql"),
+    ),
 ];
 
 mod poll_revisions;
@@ -214,6 +218,12 @@ pub struct ExecutionRow {
     pub source_revisions: BTreeMap<String, String>,
     /// The stage it waits in front of (locked, or its inbound transition disabled).
     pub waiting_for_stage: Option<String>,
+    /// STANDARD, or ROLLBACK for an execution that runs one stage again.
+    pub execution_type: String,
+    /// A ROLLBACK's target: the execution whose artifacts and variables it reuses.
+    pub rollback_target: Option<String>,
+    /// The position of the one stage a ROLLBACK runs.
+    pub rollback_stage: Option<i64>,
 }
 
 /// The state of a stage's inbound transition.
@@ -245,6 +255,8 @@ pub struct NewExecution<'a> {
     pub source_revisions: BTreeMap<String, String>,
     /// The caller's idempotency token.
     pub client_request_token: Option<&'a str>,
+    /// For a ROLLBACK: the target execution and the stage it runs.
+    pub rollback: Option<(&'a str, i64)>,
 }
 
 /// A stage execution row.
@@ -273,6 +285,17 @@ pub struct StageRow {
     pub overridden_by: Option<String>,
     /// When.
     pub overridden_at_ms: Option<i64>,
+    /// How its onSuccess condition went: InProgress, Succeeded, Failed or Overridden.
+    pub on_success_status: Option<String>,
+    /// What the onSuccess rules found.
+    pub on_success_summary: Option<String>,
+    /// How its onFailure went: InProgress, Succeeded (result applied), Failed (rules
+    /// not met: the stage just fails).
+    pub on_failure_status: Option<String>,
+    /// What onFailure did, and why.
+    pub on_failure_summary: Option<String>,
+    /// How many of `retries` onFailure started by itself.
+    pub auto_retries: i64,
 }
 
 /// An action attempt row.
@@ -318,6 +341,8 @@ pub struct AttemptRow {
     pub started_at_ms: Option<i64>,
     /// Finished at.
     pub finished_at_ms: Option<i64>,
+    /// For a Commands rule run (not an action): beforeEntry, onSuccess or onFailure.
+    pub rule_condition: Option<String>,
 }
 
 /// An artifact row.
@@ -394,6 +419,8 @@ pub struct NewAttempt<'a> {
     pub fencing_token: &'a str,
     /// Resolved configuration.
     pub resolved_configuration: &'a BTreeMap<String, String>,
+    /// For a Commands rule run: the condition it belongs to.
+    pub rule_condition: Option<&'a str>,
 }
 
 impl Store {
@@ -629,9 +656,10 @@ impl Store {
         let now = now_ms();
         conn.execute(
             "INSERT INTO executions (id, seq, pipeline_name, pipeline_version, status, trigger_type,
-                 trigger_detail, started_at_ms, variables, source_revisions, client_request_token)
+                 trigger_detail, started_at_ms, variables, source_revisions, client_request_token,
+                 execution_type, rollback_target, rollback_stage)
              VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM executions), ?2, ?3, 'InProgress',
-                 ?4, ?5, ?6, ?7, ?8, ?9)",
+                 ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 id,
                 pipeline,
@@ -641,7 +669,10 @@ impl Store {
                 now,
                 serde_json::to_string(&new.variables)?,
                 serde_json::to_string(&new.source_revisions)?,
-                new.client_request_token
+                new.client_request_token,
+                if new.rollback.is_some() { "ROLLBACK" } else { "STANDARD" },
+                new.rollback.map(|(target, _)| target),
+                new.rollback.map(|(_, stage)| stage)
             ],
         )?;
         conn.query_row(EXECUTION_SELECT_BY_ID, [id], execution_from_row)
@@ -731,26 +762,10 @@ impl Store {
     /// The stage executions of an execution, in pipeline order.
     pub fn stages(&self, execution_id: &str) -> Result<Vec<StageRow>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
-                    retries, condition_status, summary, overridden_by, overridden_at_ms
-             FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
-        )?;
-        let rows = stmt.query_map([execution_id], |r| {
-            Ok(StageRow {
-                stage_index: r.get(0)?,
-                stage_name: r.get(1)?,
-                status: r.get(2)?,
-                started_at_ms: r.get(3)?,
-                finished_at_ms: r.get(4)?,
-                attempt_floor: r.get(5)?,
-                retries: r.get(6)?,
-                condition_status: r.get(7)?,
-                summary: r.get(8)?,
-                overridden_by: r.get(9)?,
-                overridden_at_ms: r.get(10)?,
-            })
-        })?;
+        let mut stmt = conn.prepare(&format!(
+            "{STAGE_SELECT} WHERE execution_id = ?1 ORDER BY stage_index"
+        ))?;
+        let rows = stmt.query_map([execution_id], stage_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -773,17 +788,26 @@ impl Store {
         Ok(())
     }
 
-    /// Records how a stage's beforeEntry condition went, and why.
+    /// Records how one of a stage's conditions (`beforeEntry`, `onSuccess` or
+    /// `onFailure`) went, and why.
     pub fn set_stage_condition(
         &self,
         execution_id: &str,
         index: i64,
+        kind: &str,
         condition_status: &str,
         summary: &str,
     ) -> Result<()> {
+        let (status_column, summary_column) = match kind {
+            "onSuccess" => ("on_success_status", "on_success_summary"),
+            "onFailure" => ("on_failure_status", "on_failure_summary"),
+            _ => ("condition_status", "summary"),
+        };
         self.conn().execute(
-            "UPDATE stage_executions SET condition_status = ?3, summary = ?4
-             WHERE execution_id = ?1 AND stage_index = ?2",
+            &format!(
+                "UPDATE stage_executions SET {status_column} = ?3, {summary_column} = ?4
+                 WHERE execution_id = ?1 AND stage_index = ?2"
+            ),
             params![execution_id, index, condition_status, summary],
         )?;
         Ok(())
@@ -817,13 +841,89 @@ impl Store {
         Ok(())
     }
 
+    /// Puts a finished execution back in progress, and the stage whose onSuccess
+    /// condition failed in it, recording who overrode the condition.
+    pub fn override_on_success(
+        &self,
+        execution_id: &str,
+        stage_index: i64,
+        who: &str,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        tx.execute(
+            "UPDATE executions SET status = 'InProgress', status_summary = NULL, finished_at_ms = NULL
+             WHERE id = ?1",
+            [execution_id],
+        )?;
+        let summary = format!("onSuccess condition overridden by {who}");
+        tx.execute(
+            "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
+                 on_success_status = 'Overridden',
+                 on_success_summary = ?4 || CASE WHEN on_success_summary IS NULL THEN ''
+                     ELSE ' (it had failed: ' || on_success_summary || ')' END,
+                 overridden_by = ?3, overridden_at_ms = ?5
+             WHERE execution_id = ?1 AND stage_index = ?2",
+            params![execution_id, stage_index, who, summary, now_ms()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The newest execution of `pipeline` that entered stage `stage_index`.
+    pub fn newest_in_stage(
+        &self,
+        pipeline: &str,
+        stage_index: i64,
+    ) -> Result<Option<ExecutionRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "{EXECUTION_SELECT} WHERE pipeline_name = ?1
+                         AND id IN (SELECT execution_id FROM stage_executions WHERE stage_index = ?2)
+                     ORDER BY seq DESC LIMIT 1"
+                ),
+                params![pipeline, stage_index],
+                execution_from_row,
+            )
+            .optional()?)
+    }
+
+    /// The newest STANDARD execution of `pipeline` at `version` (older than `before_seq`,
+    /// if given) whose stage `stage_index` succeeded: what a rollback goes back to.
+    pub fn last_succeeded_in_stage(
+        &self,
+        pipeline: &str,
+        version: i64,
+        stage_index: i64,
+        before_seq: Option<i64>,
+    ) -> Result<Option<ExecutionRow>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!(
+                    "{EXECUTION_SELECT} WHERE pipeline_name = ?1 AND pipeline_version = ?2
+                         AND execution_type = 'STANDARD' AND (?4 IS NULL OR seq < ?4)
+                         AND id IN (SELECT execution_id FROM stage_executions
+                                    WHERE stage_index = ?3 AND status = 'Succeeded')
+                     ORDER BY seq DESC LIMIT 1"
+                ),
+                params![pipeline, version, stage_index, before_seq],
+                execution_from_row,
+            )
+            .optional()?)
+    }
+
     /// Puts a finished execution and one of its stages back in progress for a retry;
-    /// `attempt_floor` hides the stage's earlier attempts (whole-stage retry).
+    /// `attempt_floor` hides the stage's earlier attempts (whole-stage retry). The
+    /// stage's onSuccess and onFailure are checked again when it next ends.
     pub fn reopen_for_retry(
         &self,
         execution_id: &str,
         stage_index: i64,
         attempt_floor: i64,
+        automatic: bool,
     ) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
@@ -834,9 +934,16 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
-                 attempt_floor = ?3, retries = retries + 1
+                 attempt_floor = ?3, retries = retries + 1, auto_retries = auto_retries + ?4,
+                 on_success_status = NULL, on_success_summary = NULL,
+                 on_failure_status = NULL, on_failure_summary = NULL
              WHERE execution_id = ?1 AND stage_index = ?2",
-            params![execution_id, stage_index, attempt_floor],
+            params![
+                execution_id,
+                stage_index,
+                attempt_floor,
+                i64::from(automatic)
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -1038,8 +1145,8 @@ impl Store {
         let conn = self.conn();
         conn.execute(
             "INSERT INTO action_attempts (execution_id, stage_index, action_name, attempt, run_order, status, phase,
-                                          fencing_token, resolved_configuration, queued_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'InProgress', 'queued', ?6, ?7, ?8)",
+                                          fencing_token, resolved_configuration, queued_at_ms, rule_condition)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'InProgress', 'queued', ?6, ?7, ?8, ?9)",
             params![
                 new.execution_id,
                 new.stage_index,
@@ -1048,7 +1155,8 @@ impl Store {
                 new.run_order,
                 new.fencing_token,
                 serde_json::to_string(new.resolved_configuration)?,
-                now_ms()
+                now_ms(),
+                new.rule_condition
             ],
         )?;
         Ok(conn.last_insert_rowid())
@@ -1862,27 +1970,11 @@ impl Store {
         else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare(
-            "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms, attempt_floor,
-                    retries, condition_status, summary, overridden_by, overridden_at_ms
-             FROM stage_executions WHERE execution_id = ?1 ORDER BY stage_index",
-        )?;
+        let mut stmt = conn.prepare(&format!(
+            "{STAGE_SELECT} WHERE execution_id = ?1 ORDER BY stage_index"
+        ))?;
         let stages = stmt
-            .query_map([execution_id], |r| {
-                Ok(StageRow {
-                    stage_index: r.get(0)?,
-                    stage_name: r.get(1)?,
-                    status: r.get(2)?,
-                    started_at_ms: r.get(3)?,
-                    finished_at_ms: r.get(4)?,
-                    attempt_floor: r.get(5)?,
-                    retries: r.get(6)?,
-                    condition_status: r.get(7)?,
-                    summary: r.get(8)?,
-                    overridden_by: r.get(9)?,
-                    overridden_at_ms: r.get(10)?,
-                })
-            })?
+            .query_map([execution_id], stage_from_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut stmt = conn.prepare(&format!(
             "{ATTEMPT_SELECT} WHERE execution_id = ?1 ORDER BY stage_index, run_order, action_name, attempt"
@@ -2106,15 +2198,17 @@ fn secret_from_row(r: &Row<'_>) -> rusqlite::Result<SecretRow> {
 
 const EXECUTION_SELECT: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
     status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
-    source_revisions, waiting_for_stage FROM executions";
+    source_revisions, waiting_for_stage, execution_type, rollback_target, rollback_stage
+    FROM executions";
 
 const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_version, status,
     status_summary, trigger_type, trigger_detail, started_at_ms, finished_at_ms, variables,
-    source_revisions, waiting_for_stage FROM executions WHERE id = ?1";
+    source_revisions, waiting_for_stage, execution_type, rollback_target, rollback_stage
+    FROM executions WHERE id = ?1";
 
 const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
     fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
-    summary, error, queued_at_ms, started_at_ms, finished_at_ms FROM action_attempts";
+    summary, error, queued_at_ms, started_at_ms, finished_at_ms, rule_condition FROM action_attempts";
 
 const AGENT_SELECT: &str =
     "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
@@ -2144,6 +2238,9 @@ fn execution_from_row(r: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
         variables: json_map(r, 10)?,
         source_revisions: json_map(r, 11)?,
         waiting_for_stage: r.get(12)?,
+        execution_type: r.get(13)?,
+        rollback_target: r.get(14)?,
+        rollback_stage: r.get(15)?,
     })
 }
 
@@ -2182,6 +2279,33 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         queued_at_ms: r.get(16)?,
         started_at_ms: r.get(17)?,
         finished_at_ms: r.get(18)?,
+        rule_condition: r.get(19)?,
+    })
+}
+
+const STAGE_SELECT: &str = "SELECT stage_index, stage_name, status, started_at_ms, finished_at_ms,
+    attempt_floor, retries, condition_status, summary, overridden_by, overridden_at_ms,
+    on_success_status, on_success_summary, on_failure_status, on_failure_summary, auto_retries
+    FROM stage_executions";
+
+fn stage_from_row(r: &Row<'_>) -> rusqlite::Result<StageRow> {
+    Ok(StageRow {
+        stage_index: r.get(0)?,
+        stage_name: r.get(1)?,
+        status: r.get(2)?,
+        started_at_ms: r.get(3)?,
+        finished_at_ms: r.get(4)?,
+        attempt_floor: r.get(5)?,
+        retries: r.get(6)?,
+        condition_status: r.get(7)?,
+        summary: r.get(8)?,
+        overridden_by: r.get(9)?,
+        overridden_at_ms: r.get(10)?,
+        on_success_status: r.get(11)?,
+        on_success_summary: r.get(12)?,
+        on_failure_status: r.get(13)?,
+        on_failure_summary: r.get(14)?,
+        auto_retries: r.get(15)?,
     })
 }
 
@@ -2249,6 +2373,7 @@ mod tests {
                 run_order: 1,
                 fencing_token: "good",
                 resolved_configuration: &config,
+                rule_condition: None,
             })
             .unwrap();
         assert!(

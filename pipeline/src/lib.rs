@@ -36,8 +36,8 @@ pub use git_trigger::{
 pub use import::{ImportOptions, import};
 pub use manifest::Manifest;
 pub use model::{
-    Action, ActionTypeId, BeforeEntry, Category, Condition, ConditionResult, ExecutionMode,
-    Pipeline, Rule, RuleTypeId, Stage, Variable,
+    Action, ActionTypeId, Category, Condition, ConditionResult, ExecutionMode, OnFailure, Pipeline,
+    RetryConfiguration, RetryMode, Rule, RuleTypeId, Stage, StageConditions, Variable,
 };
 pub use triggers::{Polling, Schedule, Watch};
 pub use validate::validate;

@@ -81,15 +81,66 @@ pub struct Stage {
     pub actions: Vec<Action>,
     /// Conditions checked before the stage is entered (CodePipeline V2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub before_entry: Option<BeforeEntry>,
+    pub before_entry: Option<StageConditions>,
+    /// Conditions checked once all of the stage's actions have succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_success: Option<StageConditions>,
+    /// What happens when the stage fails: retry it once, or roll it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
 }
 
-/// A stage's `beforeEntry`: conditions checked before the stage starts.
+/// A stage's `beforeEntry` or `onSuccess`: the condition checked before the stage
+/// starts, or after its actions succeeded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct BeforeEntry {
+pub struct StageConditions {
     /// Exactly one condition, as in CodePipeline.
     pub conditions: Vec<Condition>,
+}
+
+/// A stage's `onFailure`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OnFailure {
+    /// RETRY (once, automatically), ROLLBACK, or FAIL (the default: nothing more).
+    #[serde(default)]
+    pub result: ConditionResult,
+    /// With RETRY: which actions run again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_configuration: Option<RetryConfiguration>,
+    /// With ROLLBACK: at most one condition; the stage rolls back only if it passes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// How an automatic retry runs the stage again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryConfiguration {
+    /// FAILED_ACTIONS or ALL_ACTIONS.
+    pub retry_mode: RetryMode,
+}
+
+/// Which actions a retry runs again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RetryMode {
+    /// Only the actions whose latest attempt failed.
+    #[default]
+    FailedActions,
+    /// The whole stage, from its first runOrder.
+    AllActions,
+}
+
+impl RetryMode {
+    /// The mode as written in definitions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryMode::FailedActions => "FAILED_ACTIONS",
+            RetryMode::AllActions => "ALL_ACTIONS",
+        }
+    }
 }
 
 /// A condition: it passes when all of its rules pass.
@@ -103,15 +154,21 @@ pub struct Condition {
     pub rules: Vec<Rule>,
 }
 
-/// What a failed `beforeEntry` condition does to its stage.
+/// What a condition does to its stage: for `beforeEntry` and `onSuccess`, when one of
+/// its rules fails; for `onFailure`, when the stage fails (and its rules pass).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ConditionResult {
     /// The stage (and the execution) fails; a person may override it.
     #[default]
     Fail,
-    /// The stage is skipped and the execution goes on to the next stage.
+    /// The stage is skipped and the execution goes on to the next stage (`beforeEntry`).
     Skip,
+    /// The stage is retried automatically, once (`onFailure`).
+    Retry,
+    /// The stage fails and a ROLLBACK execution runs it again with the artifacts and
+    /// variables of the last execution that succeeded in it (`onSuccess`, `onFailure`).
+    Rollback,
 }
 
 impl ConditionResult {
@@ -120,6 +177,8 @@ impl ConditionResult {
         match self {
             ConditionResult::Fail => "FAIL",
             ConditionResult::Skip => "SKIP",
+            ConditionResult::Retry => "RETRY",
+            ConditionResult::Rollback => "ROLLBACK",
         }
     }
 }
@@ -135,9 +194,21 @@ pub struct Rule {
     /// Provider settings.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub configuration: BTreeMap<String, String>,
+    /// `Commands` rules: shell commands run on an agent; the rule passes if they exit 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<String>,
+    /// `Commands` rules: artifacts of earlier actions the commands run against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "artifacts")]
+    pub input_artifacts: Vec<String>,
+    /// `Commands` rules: how long the commands may run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_in_minutes: Option<u32>,
+    /// `Commands` rules: labels the agent that runs them must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub agent: BTreeMap<String, String>,
 }
 
-/// Identifies a rule provider: `VariableCheck` or `DeploymentWindow`.
+/// Identifies a rule provider: `VariableCheck`, `DeploymentWindow` or `Commands`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleTypeId {
@@ -146,7 +217,7 @@ pub struct RuleTypeId {
     /// `AWS` (as CodePipeline writes it) or `Sluice`.
     #[serde(default = "default_rule_owner")]
     pub owner: String,
-    /// `VariableCheck` or `DeploymentWindow`.
+    /// `VariableCheck`, `DeploymentWindow` or `Commands`.
     pub provider: String,
     /// `"1"`.
     #[serde(default = "default_version")]

@@ -7,8 +7,8 @@ use serde_json::{Map, Value};
 
 use crate::diag::{Diagnostics, Path, Report};
 use crate::model::{
-    self, Action, ActionTypeId, BeforeEntry, Category, Condition, ConditionResult, ExecutionMode,
-    Pipeline, Rule, RuleTypeId, Stage, Variable,
+    self, Action, ActionTypeId, Category, Condition, ConditionResult, ExecutionMode, OnFailure,
+    Pipeline, RetryConfiguration, RetryMode, Rule, RuleTypeId, Stage, StageConditions, Variable,
 };
 use crate::yaml::{self, Source};
 use crate::{Format, Parsed};
@@ -77,8 +77,6 @@ struct Fields {
 const AWS_ROLE: &str =
     "AWS-only field, ignored: Sluice agents run actions with their own credentials";
 const AWS_STORE: &str = "AWS-only field, ignored: Sluice stores artifacts itself";
-const CONDITIONS: &str =
-    "onSuccess and onFailure conditions are not supported yet (beforeEntry is); ignored";
 
 const WRAPPER: Fields = Fields {
     known: "pipeline metadata",
@@ -101,12 +99,8 @@ const VARIABLE: Fields = Fields {
     ignored: &[],
 };
 const STAGE: Fields = Fields {
-    known: "name actions beforeEntry",
-    ignored: &[
-        ("blockers", "blockers are not supported yet; ignored"),
-        ("onSuccess", CONDITIONS),
-        ("onFailure", CONDITIONS),
-    ],
+    known: "name actions beforeEntry onSuccess onFailure",
+    ignored: &[("blockers", "blockers are not supported yet; ignored")],
 };
 const ACTION: Fields = Fields {
     known: "name actionTypeId runOrder configuration inputArtifacts outputArtifacts namespace \
@@ -123,17 +117,25 @@ const BEFORE_ENTRY: Fields = Fields {
     known: "conditions",
     ignored: &[],
 };
+const ON_FAILURE: Fields = Fields {
+    known: "result retryConfiguration conditions",
+    ignored: &[],
+};
+const RETRY_CONFIGURATION: Fields = Fields {
+    known: "retryMode",
+    ignored: &[],
+};
 const CONDITION: Fields = Fields {
     known: "result rules",
     ignored: &[],
 };
 const RULE: Fields = Fields {
-    known: "name ruleTypeId configuration",
+    known: "name ruleTypeId configuration commands inputArtifacts timeoutInMinutes agent",
     ignored: &[
         ("roleArn", AWS_ROLE),
         (
             "region",
-            "AWS-only field, ignored: Sluice evaluates rules in the controller",
+            "AWS-only field, ignored: Commands rules run on agents chosen by `agent` labels",
         ),
     ],
 };
@@ -229,39 +231,64 @@ impl Walker<'_> {
         let obj = self.object(value, path, &STAGE)?;
         let name = self.required(&obj, "name", Self::string);
         let actions = self.required(&obj, "actions", |w, v, p| w.list(v, p, Self::action));
-        let before_entry = self.optional(&obj, "beforeEntry", Self::before_entry);
+        let before_entry = self.optional(&obj, "beforeEntry", Self::stage_conditions);
+        let on_success = self.optional(&obj, "onSuccess", Self::stage_conditions);
+        let on_failure = self.optional(&obj, "onFailure", Self::on_failure);
         Some(Stage {
             name: name?,
             actions: actions?,
             before_entry: before_entry?,
+            on_success: on_success?,
+            on_failure: on_failure?,
         })
     }
 
-    fn before_entry(&mut self, value: &Value, path: &Path) -> Option<BeforeEntry> {
+    fn stage_conditions(&mut self, value: &Value, path: &Path) -> Option<StageConditions> {
         let obj = self.object(value, path, &BEFORE_ENTRY)?;
         let conditions = self.required(&obj, "conditions", |w, v, p| w.list(v, p, Self::condition));
-        Some(BeforeEntry {
+        Some(StageConditions {
             conditions: conditions?,
         })
     }
 
-    fn condition(&mut self, value: &Value, path: &Path) -> Option<Condition> {
-        let obj = self.object(value, path, &CONDITION)?;
+    fn on_failure(&mut self, value: &Value, path: &Path) -> Option<OnFailure> {
+        let obj = self.object(value, path, &ON_FAILURE)?;
+        let result = self.optional(&obj, "result", Self::condition_result);
+        let retry_configuration =
+            self.optional(&obj, "retryConfiguration", Self::retry_configuration);
+        let conditions = self.optional(&obj, "conditions", |w, v, p| w.list(v, p, Self::condition));
+        Some(OnFailure {
+            result: result?.unwrap_or_default(),
+            retry_configuration: retry_configuration?,
+            conditions: conditions?.unwrap_or_default(),
+        })
+    }
+
+    fn retry_configuration(&mut self, value: &Value, path: &Path) -> Option<RetryConfiguration> {
+        let obj = self.object(value, path, &RETRY_CONFIGURATION)?;
+        let modes = [
+            ("FAILED_ACTIONS", RetryMode::FailedActions),
+            ("ALL_ACTIONS", RetryMode::AllActions),
+        ];
+        let retry_mode = self.required(&obj, "retryMode", |w, v, p| w.choice(v, p, &modes));
+        Some(RetryConfiguration {
+            retry_mode: retry_mode?,
+        })
+    }
+
+    fn condition_result(&mut self, value: &Value, path: &Path) -> Option<ConditionResult> {
         let results = [
             ("FAIL", ConditionResult::Fail),
             ("SKIP", ConditionResult::Skip),
+            ("RETRY", ConditionResult::Retry),
+            ("ROLLBACK", ConditionResult::Rollback),
         ];
-        let result = self.optional(&obj, "result", |w, v, p| {
-            if matches!(v.as_str(), Some("ROLLBACK" | "RETRY")) {
-                w.errors.push(
-                    p,
-                    "a beforeEntry condition's result is FAIL or SKIP (ROLLBACK and RETRY are \
-                     for onFailure conditions)",
-                );
-                return None;
-            }
-            w.choice(v, p, &results)
-        });
+        self.choice(value, path, &results)
+    }
+
+    fn condition(&mut self, value: &Value, path: &Path) -> Option<Condition> {
+        let obj = self.object(value, path, &CONDITION)?;
+        let result = self.optional(&obj, "result", Self::condition_result);
         let rules = self.required(&obj, "rules", |w, v, p| w.list(v, p, Self::rule));
         Some(Condition {
             result: result?.unwrap_or_default(),
@@ -274,10 +301,20 @@ impl Walker<'_> {
         let name = self.required(&obj, "name", Self::string);
         let rule_type_id = self.required(&obj, "ruleTypeId", Self::rule_type_id);
         let configuration = self.optional(&obj, "configuration", Self::string_map);
+        let commands = self.optional(&obj, "commands", |w, v, p| w.list(v, p, Self::string));
+        let inputs = self.optional(&obj, "inputArtifacts", |w, v, p| {
+            w.list(v, p, Self::artifact)
+        });
+        let timeout_in_minutes = self.optional(&obj, "timeoutInMinutes", Self::integer);
+        let agent = self.optional(&obj, "agent", Self::string_map);
         Some(Rule {
             name: name?,
             rule_type_id: rule_type_id?,
             configuration: configuration?.unwrap_or_default(),
+            commands: commands?.unwrap_or_default(),
+            input_artifacts: inputs?.unwrap_or_default(),
+            timeout_in_minutes: timeout_in_minutes?,
+            agent: agent?.unwrap_or_default(),
         })
     }
 

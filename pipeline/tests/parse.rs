@@ -155,7 +155,7 @@ fn unknown_fields_at_three_levels_reported_together() {
              stages, schedules, watch, polling, triggers, roleArn, artifactStore, artifactStores, version; \
              did you mean stages? (line 1)",
             "stages[0].action: unknown field; expected one of: name, actions, beforeEntry, \
-             blockers, onSuccess, onFailure; did you mean actions? (line 2)",
+             onSuccess, onFailure, blockers; did you mean actions? (line 2)",
             "stages[0].actions[0].confguration: unknown field; expected one of: name, actionTypeId, \
              runOrder, configuration, inputArtifacts, outputArtifacts, namespace, timeoutInMinutes, \
              agent, roleArn, region; did you mean configuration? (line 4)",
@@ -243,7 +243,7 @@ artifactStore: {type: S3, location: bucket}
 triggers: []
 stages:
   - name: S
-    onFailure: {result: ROLLBACK}
+    blockers: [{name: b, type: Schedule}]
     actions:
       - name: A
         actionTypeId: {category: Source, provider: git}
@@ -261,8 +261,7 @@ stages:
         [
             "roleArn: AWS-only field, ignored: Sluice agents run actions with their own credentials (line 2)",
             "artifactStore: AWS-only field, ignored: Sluice stores artifacts itself (line 3)",
-            "stages[0].onFailure: onSuccess and onFailure conditions are not supported yet \
-             (beforeEntry is); ignored (line 7)",
+            "stages[0].blockers: blockers are not supported yet; ignored (line 7)",
             "stages[0].actions[0].region: AWS-only field, ignored: choose where an action runs with \
              `agent` labels (line 11)",
         ]

@@ -162,6 +162,8 @@ fn validate_a_pipeline_built_in_code() {
             name: "Source".to_owned(),
             actions: vec![action("Get", Category::Source, "git")],
             before_entry: None,
+            on_success: None,
+            on_failure: None,
         }],
         schedules: Vec::new(),
         watch: Vec::new(),
@@ -180,6 +182,8 @@ fn validate_a_pipeline_built_in_code() {
         name: "Gate".to_owned(),
         actions: vec![approve],
         before_entry: None,
+        on_success: None,
+        on_failure: None,
     });
     let approval = ProviderEntry {
         plugin: None,

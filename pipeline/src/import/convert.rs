@@ -565,6 +565,8 @@ impl<'a> Converter<'a> {
             name,
             actions,
             before_entry: None,
+            on_success: None,
+            on_failure: None,
         })
     }
 
