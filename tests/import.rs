@@ -254,3 +254,54 @@ fn imported_pipelines_are_created_and_run() {
         "{log}"
     );
 }
+
+#[test]
+fn dry_run_prints_stage_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let definition = dir.path().join("gated.json");
+    std::fs::write(
+        &definition,
+        r##"{"pipeline": {"name": "gated", "pipelineType": "V2",
+  "stages": [
+    {"name": "Source", "actions": [{"name": "Get",
+      "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "CodeCommit", "version": "1"},
+      "configuration": {"RepositoryName": "shop", "BranchName": "main", "PollForSourceChanges": "false"},
+      "outputArtifacts": [{"name": "Src"}], "namespace": "Src"}]},
+    {"name": "Build", "actions": [{"name": "Make",
+      "actionTypeId": {"category": "Compute", "owner": "AWS", "provider": "Commands", "version": "1"},
+      "commands": ["make"], "inputArtifacts": [{"name": "Src"}]}],
+     "beforeEntry": {"conditions": [{"result": "FAIL", "rules": [{"name": "OnlyMain",
+       "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"},
+       "configuration": {"Variable": "#{Src.BranchName}", "Value": "main", "Operator": "EQ"}}]}]},
+     "onFailure": {"result": "RETRY", "retryConfiguration": {"retryMode": "ALL_ACTIONS"}}}]}}"##,
+    )
+    .unwrap();
+    let (output, stdout, stderr) = run(offline()
+        .args(["pipeline", "import", "--dry-run"])
+        .arg(&definition)
+        .args(["--map", "repo:shop=https://git.example.com/shop.git"]));
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    for expected in [
+        "    beforeEntry:
+      conditions:
+        - result: FAIL
+          rules:
+            - name: OnlyMain
+              ruleTypeId: {category: Rule, owner: AWS, provider: VariableCheck, version: \"1\"}
+              configuration:
+                Operator: EQ
+                Value: main
+                Variable: \"#{Src.BranchName}\"
+",
+        "    onFailure:
+      result: RETRY
+      retryConfiguration: {retryMode: ALL_ACTIONS}
+",
+    ] {
+        assert!(stdout.contains(expected), "{expected}\nnot in:\n{stdout}");
+    }
+    assert!(
+        stderr.contains("1 pipeline converted, 0 errors"),
+        "{stderr}"
+    );
+}

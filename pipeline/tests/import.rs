@@ -6,7 +6,9 @@ use sluice_pipeline::import::{
     Approvals, DisabledTransition, Import, ImportError, ImportOptions, ImportedPipeline, MapRule,
     SourceKind, import,
 };
-use sluice_pipeline::{Catalog, Category, Format, ProviderEntry, parse, parse_and_validate};
+use sluice_pipeline::{
+    Catalog, Category, ConditionResult, Format, ProviderEntry, RetryMode, parse, parse_and_validate,
+};
 
 fn fixture(name: &str) -> String {
     let path = format!(
@@ -1014,4 +1016,231 @@ Resources:
     let make = &only(&imported).pipeline.stages[1].actions[0];
     assert_eq!(make.configuration["OutputPaths"], "eu-north-1");
     assert!(make.configuration["Commands"].contains("\nno\n"));
+}
+
+const CONDITIONS_JSON: &str = r##"{
+  "pipeline": {
+    "name": "gated",
+    "pipelineType": "V2",
+    "variables": [{"name": "Env", "defaultValue": "prod"}],
+    "stages": [
+      {"name": "Source", "actions": [
+        {"name": "Get", "actionTypeId": {"category": "Source", "owner": "AWS", "provider": "CodeCommit", "version": "1"},
+         "configuration": {"RepositoryName": "shop", "BranchName": "main", "PollForSourceChanges": "false"},
+         "outputArtifacts": [{"name": "Src"}], "namespace": "Src"}]},
+      {"name": "Build", "actions": [
+        {"name": "Make", "actionTypeId": {"category": "Compute", "owner": "AWS", "provider": "Commands", "version": "1"},
+         "commands": ["make dist"], "inputArtifacts": [{"name": "Src"}],
+         "outputArtifacts": [{"name": "Dist", "files": ["dist/**"]}]}],
+       "beforeEntry": {"conditions": [{"result": "SKIP", "rules": [
+         {"name": "OnlyMain", "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"},
+          "configuration": {"Variable": "#{Src.BranchName}", "Value": "main", "Operator": "EQ"}}]}]},
+       "onSuccess": {"conditions": [{"result": "ROLLBACK", "rules": [
+         {"name": "Smoke", "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "Commands", "version": "1"},
+          "commands": ["test -f dist/app", "./dist/app --self-test"], "inputArtifacts": [{"name": "Dist"}],
+          "timeoutInMinutes": 5, "roleArn": "arn:aws:iam::123456789012:role/rules", "region": "eu-west-1"},
+         {"name": "Hours", "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "DeploymentWindow", "version": "1"},
+          "configuration": {"Cron": "* * 9-16 ? * 2-6 *", "TimeZone": "Europe/Berlin"}}]}]},
+       "onFailure": {"result": "RETRY", "retryConfiguration": {"retryMode": "FAILED_ACTIONS"}}},
+      {"name": "Deploy", "actions": [
+        {"name": "Ship", "actionTypeId": {"category": "Compute", "owner": "AWS", "provider": "Commands", "version": "1"},
+         "commands": ["./ship"], "inputArtifacts": [{"name": "Dist"}]}],
+       "onFailure": {"result": "ROLLBACK", "conditions": [{"result": "ROLLBACK", "rules": [
+         {"name": "Prod", "ruleTypeId": {"category": "Rule", "owner": "AWS", "provider": "VariableCheck", "version": "1"},
+          "configuration": {"Variable": "#{variables.Env}", "Value": "prod", "Operator": "EQ"}}]}]}}
+    ]
+  }
+}"##;
+
+#[test]
+fn get_pipeline_json_maps_stage_conditions() {
+    let imported = inline(
+        CONDITIONS_JSON,
+        &["repo:shop=https://git.example.com/shop.git"],
+        &[],
+    );
+    let p = only(&imported);
+    assert_valid(p, &with_approvals());
+    assert_eq!(
+        lines(&p.warnings),
+        [
+            "pipeline.stages[1].onSuccess.conditions[0].rules[0].roleArn: AWS-only, dropped: Sluice checks rules itself, and agents run Commands rules with their own credentials (line 21)",
+            "pipeline.stages[1].onSuccess.conditions[0].rules[0].region: AWS-only, dropped: Sluice checks rules itself, and runs Commands rules on an agent (choose agents with `agent` labels) (line 21)",
+            "pipeline.stages[1].onSuccess.conditions[0].rules[1].configuration.Cron: day-of-week \"2-6\" became \"1-5\": CodePipeline numbers the days 1-7 from Sunday, Sluice 0-6 (line 23)",
+        ]
+    );
+    let build = &p.pipeline.stages[1];
+    let before = &build.before_entry.as_ref().unwrap().conditions;
+    assert_eq!(before[0].result, ConditionResult::Skip);
+    assert_eq!(before[0].rules[0].rule_type_id.provider, "VariableCheck");
+    assert_eq!(
+        before[0].rules[0].configuration["Variable"],
+        "#{Src.BranchName}"
+    );
+    let success = &build.on_success.as_ref().unwrap().conditions[0];
+    assert_eq!(success.result, ConditionResult::Rollback);
+    let smoke = &success.rules[0];
+    assert_eq!(smoke.rule_type_id.provider, "Commands");
+    assert_eq!(
+        smoke.commands,
+        ["test -f dist/app", "./dist/app --self-test"]
+    );
+    assert_eq!(smoke.input_artifacts, ["Dist"]);
+    assert_eq!(smoke.timeout_in_minutes, Some(5));
+    assert_eq!(success.rules[1].configuration["Cron"], "* * 9-16 ? * 1-5");
+    assert_eq!(success.rules[1].configuration["TimeZone"], "Europe/Berlin");
+    let retry = build.on_failure.as_ref().unwrap();
+    assert_eq!(retry.result, ConditionResult::Retry);
+    assert_eq!(
+        retry.retry_configuration.unwrap().retry_mode,
+        RetryMode::FailedActions
+    );
+    let rollback = p.pipeline.stages[2].on_failure.as_ref().unwrap();
+    assert_eq!(rollback.result, ConditionResult::Rollback);
+    assert_eq!(rollback.conditions[0].rules[0].name, "Prod");
+    assert!(
+        p.yaml.contains(
+            "    onSuccess:
+      conditions:
+        - result: ROLLBACK
+          rules:
+            - name: Smoke
+              ruleTypeId: {category: Rule, owner: AWS, provider: Commands, version: \"1\"}
+              commands:
+                - test -f dist/app
+                - ./dist/app --self-test
+              inputArtifacts: [Dist]
+              timeoutInMinutes: 5
+"
+        ),
+        "{}",
+        p.yaml
+    );
+    assert!(
+        p.yaml.contains(
+            "    onFailure:
+      result: RETRY
+      retryConfiguration: {retryMode: FAILED_ACTIONS}
+"
+        ),
+        "{}",
+        p.yaml
+    );
+}
+
+#[test]
+fn cloudformation_yaml_maps_pascal_case_stage_conditions() {
+    let template = r##"
+Parameters:
+  Branch: {Type: String, Default: main}
+Resources:
+  Pipeline:
+    Type: AWS::CodePipeline::Pipeline
+    Properties:
+      Name: cfn-gated
+      PipelineType: V2
+      Stages:
+        - Name: Source
+          Actions:
+            - Name: Get
+              ActionTypeId: {Category: Source, Owner: AWS, Provider: CodeCommit, Version: "1"}
+              Configuration: {RepositoryName: shop, BranchName: !Ref Branch, PollForSourceChanges: false}
+              OutputArtifacts: [{Name: Src}]
+              Namespace: Src
+        - Name: Deploy
+          BeforeEntry:
+            Conditions:
+              - Result: FAIL
+                Rules:
+                  - Name: Window
+                    RuleTypeId: {Category: Rule, Owner: AWS, Provider: DeploymentWindow, Version: "1"}
+                    Configuration: {Cron: "* 0-30 9 ? * MON-FRI", TimeZone: UTC}
+                  - Name: Branch
+                    RuleTypeId: {Category: Rule, Owner: AWS, Provider: VariableCheck, Version: "1"}
+                    Configuration: {Variable: "#{Src.BranchName}", Value: !Ref Branch, Operator: EQ}
+          Actions:
+            - Name: Ship
+              ActionTypeId: {Category: Compute, Owner: AWS, Provider: Commands, Version: "1"}
+              Commands: [./ship]
+              InputArtifacts: [{Name: Src}]
+          OnSuccess:
+            Conditions:
+              - Result: ROLLBACK
+                Rules:
+                  - Name: Health
+                    RuleTypeId: {Category: Rule, Owner: AWS, Provider: Commands, Version: "1"}
+                    Commands: [curl -fsS https://shop.example.com/health]
+                    InputArtifacts: [{Name: Src}]
+                    RoleArn: !Sub "arn:aws:iam::${AWS::AccountId}:role/rules"
+          OnFailure:
+            Result: RETRY
+            RetryConfiguration: {RetryMode: ALL_ACTIONS}
+"##;
+    let imported = inline(
+        template,
+        &["repo:shop=https://git.example.com/shop.git"],
+        &[("Branch", "release")],
+    );
+    assert_eq!(imported.source, SourceKind::CloudFormation);
+    let p = only(&imported);
+    assert_valid(p, &with_approvals());
+    assert_eq!(
+        lines(&p.warnings),
+        [
+            "Resources.Pipeline.Properties.Stages[1].OnSuccess.Conditions[0].Rules[0].RoleArn: AWS-only, dropped: Sluice checks rules itself, and agents run Commands rules with their own credentials (its value was not resolved: ${AWS::AccountId} in !Sub: !Ref AWS::AccountId: AWS sets AWS::AccountId when it deploys the stack; pass --param AWS::AccountId=VALUE) (line 42)"
+        ]
+    );
+    let deploy = &p.pipeline.stages[1];
+    let rules = &deploy.before_entry.as_ref().unwrap().conditions[0].rules;
+    assert_eq!(rules[0].configuration["Cron"], "* 0-30 9 ? * MON-FRI");
+    assert_eq!(rules[1].configuration["Value"], "release");
+    let health = &deploy.on_success.as_ref().unwrap().conditions[0].rules[0];
+    assert_eq!(
+        health.commands,
+        ["curl -fsS https://shop.example.com/health"]
+    );
+    assert_eq!(health.input_artifacts, ["Src"]);
+    let retry = deploy.on_failure.as_ref().unwrap();
+    assert_eq!(retry.result, ConditionResult::Retry);
+    assert_eq!(
+        retry.retry_configuration.unwrap().retry_mode,
+        RetryMode::AllActions
+    );
+}
+
+#[test]
+fn unsupported_rule_providers_are_errors_with_their_paths() {
+    let text = CONDITIONS_JSON
+        .replace(
+            r#""provider": "Commands", "version": "1"},
+          "commands""#,
+            r#""provider": "CloudWatchAlarm", "version": "1"},
+          "configuration": {"AlarmName": "shop-5xx"},
+          "commands""#,
+        )
+        .replace(
+            r##""provider": "VariableCheck", "version": "1"},
+          "configuration": {"Variable": "#{variables.Env}""##,
+            r##""provider": "LambdaInvoke", "version": "1"},
+          "configuration": {"Variable": "#{variables.Env}""##,
+        );
+    let imported = inline(&text, &["repo:shop=https://git.example.com/shop.git"], &[]);
+    let p = only(&imported);
+    assert!(!p.is_ok());
+    assert_eq!(
+        lines(&p.errors),
+        [
+            "pipeline.stages[1].onSuccess.conditions[0].rules[0].ruleTypeId.provider: rule provider \"CloudWatchAlarm\" \
+             has no Sluice equivalent: Sluice supports VariableCheck, DeploymentWindow, Commands rules; rewrite it as a \
+             Commands rule that checks the alarm with your own tooling (e.g. `aws cloudwatch describe-alarms` on an \
+             agent with AWS credentials); the rule is kept as written (line 19)",
+            "pipeline.stages[2].onFailure.conditions[0].rules[0].ruleTypeId.provider: rule provider \"LambdaInvoke\" \
+             has no Sluice equivalent: Sluice supports VariableCheck, DeploymentWindow, Commands rules; rewrite it as a \
+             Commands rule that runs the check the function makes; the rule is kept as written (line 30)",
+        ]
+    );
+    // Kept as written, and validation does not report them a second time.
+    assert!(p.yaml.contains("provider: CloudWatchAlarm"), "{}", p.yaml);
+    assert!(p.yaml.contains("AlarmName: shop-5xx"), "{}", p.yaml);
+    assert!(p.invalid.is_empty(), "{:#?}", p.invalid);
 }

@@ -7,7 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::cfn::{Node, Unknown, Val};
 use super::{Approvals, Loc, MapKind, Notes, Rules};
-use crate::model::{Action, ActionTypeId, Category, ExecutionMode, Pipeline, Stage, Variable};
+use crate::conditions;
+use crate::diag::Path;
+use crate::model::{
+    Action, ActionTypeId, Category, Condition, ConditionResult, ExecutionMode, OnFailure, Pipeline,
+    RetryConfiguration, RetryMode, Rule, RuleTypeId, Stage, StageConditions, Variable,
+};
 use crate::{Catalog, Diagnostic};
 
 /// Variables Sluice's git source sets (plugins/source-git/README.md).
@@ -22,6 +27,7 @@ const GIT_VARIABLES: &[&str] = &[
 const DIRECTORY_VARIABLES: &[&str] = &["Digest"];
 
 const AWS_ROLE: &str = "AWS-only, dropped: Sluice agents run actions with their own credentials";
+const AWS_RULE_ROLE: &str = "AWS-only, dropped: Sluice checks rules itself, and agents run Commands rules with their own credentials";
 const POLLING: &str = "changes do not start runs: Sluice does not poll sources or take \
                        webhooks yet; start runs with `sluice pipeline start`";
 
@@ -171,6 +177,8 @@ pub(crate) struct Converter<'a> {
     projects: &'a [Project],
     notes: Notes,
     infos: Vec<Info>,
+    /// Output paths of rules that were not mapped (kept as written).
+    failed_rules: Vec<String>,
     transitions: Vec<super::DisabledTransition>,
 }
 
@@ -190,16 +198,26 @@ impl<'a> Converter<'a> {
             projects,
             notes: Notes::default(),
             infos: Vec::new(),
+            failed_rules: Vec::new(),
             transitions: Vec::new(),
         }
     }
 
-    /// Output positions (stage, action) of actions that were not mapped.
-    pub fn failed_actions(&self) -> Vec<(usize, usize)> {
+    /// Output paths (`stages[1].actions[0]`, `stages[2].onSuccess.conditions[0].rules[0]`)
+    /// of the actions and rules that were not mapped.
+    pub fn failed_paths(&self) -> Vec<String> {
+        let stages = Path::default().key("stages");
         self.infos
             .iter()
             .filter(|i| i.failed)
-            .map(|i| (i.stage, i.action))
+            .map(|i| {
+                stages
+                    .index(i.stage)
+                    .key("actions")
+                    .index(i.action)
+                    .to_string()
+            })
+            .chain(self.failed_rules.iter().cloned())
             .collect()
     }
 
@@ -529,15 +547,16 @@ impl<'a> Converter<'a> {
                 "dropped: blockers are reserved by AWS and do nothing",
             );
         }
-        for key in ["beforeEntry", "onSuccess", "onFailure"] {
-            if let Some(condition) = obj.get(key) {
-                self.notes.error(
-                    &condition.loc,
-                    "stage conditions are not supported by Sluice yet: the stage would run without \
-                     them; remove them to import the pipeline",
-                );
-            }
-        }
+        let stage_path = Path::default().key("stages").index(index);
+        let before_entry = obj
+            .get("beforeEntry")
+            .and_then(|n| self.stage_conditions(n, &stage_path.key("beforeEntry")));
+        let on_success = obj
+            .get("onSuccess")
+            .and_then(|n| self.stage_conditions(n, &stage_path.key("onSuccess")));
+        let on_failure = obj
+            .get("onFailure")
+            .and_then(|n| self.on_failure(n, &stage_path.key("onFailure")));
         let mut actions = Vec::new();
         let mut dropped = 0;
         match obj.get("actions") {
@@ -559,14 +578,349 @@ impl<'a> Converter<'a> {
                 obj.loc,
                 "stage left out: it held only manual approvals, which --approvals drop leaves out",
             );
+            let prefix = stage_path.to_string();
+            self.failed_rules
+                .retain(|p| !p.starts_with(&format!("{prefix}.")));
+            for key in ["beforeEntry", "onSuccess", "onFailure"] {
+                if let Some(node) = obj.get(key) {
+                    self.notes
+                        .warn(&node.loc, "left out with its stage (--approvals drop)");
+                }
+            }
             return None;
         }
         Some(Stage {
             name,
             actions,
-            before_entry: None,
-            on_success: None,
-            on_failure: None,
+            before_entry,
+            on_success,
+            on_failure,
+        })
+    }
+
+    // Stage conditions. `out` is where the value goes in the converted definition.
+
+    /// `beforeEntry` or `onSuccess`: `{conditions}`.
+    fn stage_conditions(&mut self, node: &Node, out: &Path) -> Option<StageConditions> {
+        let obj = self.object(node, &["conditions"])?;
+        let conditions = match obj.get("conditions") {
+            Some(list) => self.conditions(list, &out.key("conditions"))?,
+            None => {
+                self.notes
+                    .error(&obj.missing("conditions"), "missing required field");
+                return None;
+            }
+        };
+        Some(StageConditions { conditions })
+    }
+
+    /// `onFailure`: `{result, retryConfiguration: {retryMode}, conditions}`.
+    fn on_failure(&mut self, node: &Node, out: &Path) -> Option<OnFailure> {
+        let obj = self.object(node, &["result", "retryConfiguration", "conditions"])?;
+        let result = match obj.get("result") {
+            Some(n) => self.condition_result(n)?,
+            None => ConditionResult::default(),
+        };
+        let retry_configuration = match obj.get("retryConfiguration") {
+            Some(n) => {
+                let retry = self.object(n, &["retryMode"])?;
+                let mode = match retry.get("retryMode") {
+                    Some(m) => {
+                        let text = self.text(m)?;
+                        let modes = [RetryMode::FailedActions, RetryMode::AllActions];
+                        match modes.into_iter().find(|r| r.as_str() == text) {
+                            Some(mode) => mode,
+                            None => {
+                                self.notes.error(
+                                    &m.loc,
+                                    format!(
+                                        "unknown value {text:?}; expected one of: FAILED_ACTIONS, ALL_ACTIONS"
+                                    ),
+                                );
+                                return None;
+                            }
+                        }
+                    }
+                    // CodePipeline's default.
+                    None => RetryMode::default(),
+                };
+                Some(RetryConfiguration { retry_mode: mode })
+            }
+            None => None,
+        };
+        let conditions = match obj.get("conditions") {
+            Some(list) => self.conditions(list, &out.key("conditions"))?,
+            None => Vec::new(),
+        };
+        Some(OnFailure {
+            result,
+            retry_configuration,
+            conditions,
+        })
+    }
+
+    fn condition_result(&mut self, node: &Node) -> Option<ConditionResult> {
+        let text = self.text(node)?;
+        let results = [
+            ConditionResult::Fail,
+            ConditionResult::Skip,
+            ConditionResult::Retry,
+            ConditionResult::Rollback,
+        ];
+        match results.into_iter().find(|r| r.as_str() == text) {
+            Some(result) => Some(result),
+            None => {
+                self.notes.error(
+                    &node.loc,
+                    format!("unknown value {text:?}; expected one of: FAIL, SKIP, RETRY, ROLLBACK"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of conditions; `None` when it is not a list (reported).
+    fn conditions(&mut self, node: &Node, out: &Path) -> Option<Vec<Condition>> {
+        let items = self.list(node)?;
+        let mut conditions = Vec::new();
+        for item in items {
+            let index = conditions.len();
+            if let Some(condition) = self.condition(item, &out.index(index)) {
+                conditions.push(condition);
+            }
+        }
+        Some(conditions)
+    }
+
+    fn condition(&mut self, node: &Node, out: &Path) -> Option<Condition> {
+        let obj = self.object(node, &["result", "rules"])?;
+        let result = match obj.get("result") {
+            Some(n) => self.condition_result(n)?,
+            None => ConditionResult::default(),
+        };
+        let mut rules = Vec::new();
+        match obj.get("rules") {
+            Some(list) => {
+                for item in self.list(list)? {
+                    let index = rules.len();
+                    if let Some(rule) = self.rule(item, &out.key("rules").index(index)) {
+                        rules.push(rule);
+                    }
+                }
+            }
+            None => {
+                self.notes
+                    .error(&obj.missing("rules"), "missing required field");
+                return None;
+            }
+        }
+        Some(Condition { result, rules })
+    }
+
+    /// One rule. VariableCheck, DeploymentWindow and Commands rules are Sluice's too; any
+    /// other provider is an error, and the rule is kept as written.
+    fn rule(&mut self, node: &Node, out: &Path) -> Option<Rule> {
+        let known = [
+            "name",
+            "ruleTypeId",
+            "configuration",
+            "commands",
+            "inputArtifacts",
+            "timeoutInMinutes",
+            "roleArn",
+            "region",
+        ];
+        let errors_before = self.notes.error_count();
+        let obj = self.object(node, &known)?;
+        let name = self.required_text(&obj, "name");
+        let Some(type_node) = obj.get("ruleTypeId") else {
+            self.notes
+                .error(&obj.missing("ruleTypeId"), "missing required field");
+            return None;
+        };
+        let rule_type_id = self.rule_type(type_node)?;
+        let mut config = Vec::new();
+        if let Some(c) = obj.get("configuration") {
+            match &c.val {
+                Val::Map(entries) => config = entries.iter().map(|(k, n)| (k.clone(), n)).collect(),
+                _ => {
+                    self.expected::<()>(c, "a mapping of names to strings");
+                }
+            }
+        }
+        let mut configuration = BTreeMap::new();
+        for (key, value) in &config {
+            if let Some(text) = self.text(value) {
+                configuration.insert(key.clone(), text);
+            }
+        }
+        let commands = match obj.get("commands") {
+            Some(list) => self
+                .list(list)
+                .unwrap_or(&[])
+                .iter()
+                .filter_map(|c| self.text(c))
+                .collect(),
+            None => Vec::new(),
+        };
+        let input_artifacts = self.artifacts(obj.get("inputArtifacts"), false).0;
+        let timeout_in_minutes = obj.get("timeoutInMinutes").and_then(|n| self.number(n));
+        if let Some(role) = obj.get("roleArn") {
+            self.dropped(role, AWS_RULE_ROLE);
+        }
+        if let Some(region) = obj.get("region") {
+            self.dropped(
+                region,
+                "AWS-only, dropped: Sluice checks rules itself, and runs Commands rules on an agent \
+                 (choose agents with `agent` labels)",
+            );
+        }
+        let mut rule = Rule {
+            name: name?,
+            rule_type_id,
+            configuration,
+            commands,
+            input_artifacts,
+            timeout_in_minutes,
+            agent: BTreeMap::new(),
+        };
+        let provider_node = type_node
+            .get(&styled(self.cfn, "provider"))
+            .unwrap_or(type_node);
+        let allowed: &[&str] = match rule.rule_type_id.provider.as_str() {
+            "VariableCheck" => &["Variable", "Value", "Operator"],
+            "DeploymentWindow" => &["Cron", "TimeZone"],
+            "Commands" => &[],
+            other => {
+                let hint = match other {
+                    "CloudWatchAlarm" => {
+                        "rewrite it as a Commands rule that checks the alarm with your own tooling \
+                         (e.g. `aws cloudwatch describe-alarms` on an agent with AWS credentials)"
+                    }
+                    "LambdaInvoke" => {
+                        "rewrite it as a Commands rule that runs the check the function makes"
+                    }
+                    "CodeBuild" => {
+                        "rewrite it as a Commands rule that runs the project's commands on an agent"
+                    }
+                    _ => {
+                        "rewrite it as a Commands rule (shell commands on an agent that pass when they exit 0)"
+                    }
+                };
+                self.notes.error(
+                    &provider_node.loc,
+                    format!(
+                        "rule provider {other:?} has no Sluice equivalent: Sluice supports {} rules; \
+                         {hint}; the rule is kept as written",
+                        conditions::PROVIDERS.join(", ")
+                    ),
+                );
+                self.failed_rules.push(out.to_string());
+                return Some(rule);
+            }
+        };
+        let mut ok = true;
+        for (key, value) in &config {
+            if !allowed.contains(&key.as_str()) {
+                let expected = if allowed.is_empty() {
+                    "a Commands rule takes no configuration (its shell lines are in commands)"
+                        .to_owned()
+                } else {
+                    format!("expected one of: {}", allowed.join(", "))
+                };
+                self.notes.error(
+                    &value.loc,
+                    format!(
+                        "unknown configuration key for the {} rule; {expected}",
+                        rule.rule_type_id.provider
+                    ),
+                );
+                ok = false;
+            }
+        }
+        if rule.rule_type_id.provider == "DeploymentWindow"
+            && let Some((key, node)) = config.iter().find(|(k, _)| k == "Cron")
+            && let Some(cron) = rule.configuration.get(key).cloned()
+        {
+            match self.window_cron(node, &cron) {
+                Some(converted) => {
+                    rule.configuration.insert(key.clone(), converted);
+                }
+                None => ok = false,
+            }
+        }
+        // Validation would report what went wrong here a second time, at the output's path.
+        if !ok || self.notes.error_count() > errors_before {
+            self.failed_rules.push(out.to_string());
+        }
+        Some(rule)
+    }
+
+    /// A DeploymentWindow `Cron` in Sluice's form. CodePipeline's has seconds first, an
+    /// optional year and day-of-week numbers 1-7 for SUN-SAT; Sluice's has no year and
+    /// numbers 0-6 (or 7) for SUN-SAT.
+    fn window_cron(&mut self, node: &Node, cron: &str) -> Option<String> {
+        let mut fields: Vec<String> = cron.split_whitespace().map(str::to_owned).collect();
+        if fields.len() == 7 {
+            if fields[6] == "*" {
+                fields.pop();
+            } else {
+                self.notes.error(
+                    &node.loc,
+                    format!(
+                        "the year field {:?} cannot be imported: Sluice's cron expressions have no year; \
+                         remove it (the window is then open in every year) or add a VariableCheck rule",
+                        fields[6]
+                    ),
+                );
+                return None;
+            }
+        }
+        if fields.len() != 6 {
+            // Not CodePipeline's form; validation reports what is wrong with it.
+            return Some(cron.to_owned());
+        }
+        let weekday = quartz_weekdays(&fields[5]);
+        if weekday != fields[5] {
+            self.notes.warn(
+                &node.loc,
+                format!(
+                    "day-of-week {:?} became {weekday:?}: CodePipeline numbers the days 1-7 from Sunday, \
+                     Sluice 0-6",
+                    fields[5]
+                ),
+            );
+            fields[5] = weekday;
+        }
+        Some(fields.join(" "))
+    }
+
+    fn rule_type(&mut self, node: &Node) -> Option<RuleTypeId> {
+        let obj = self.object(node, &["category", "owner", "provider", "version"])?;
+        let category = self.required_text(&obj, "category");
+        if let (Some(text), Some(c)) = (&category, obj.get("category"))
+            && text != "Rule"
+        {
+            self.notes.error(
+                &c.loc,
+                format!("unknown value {text:?}; a rule's category is Rule"),
+            );
+            return None;
+        }
+        let owner = match obj.get("owner") {
+            Some(o) => self.text(o),
+            None => Some("AWS".to_owned()),
+        };
+        let provider = self.required_text(&obj, "provider");
+        let version = match obj.get("version") {
+            Some(v) => self.text(v),
+            None => Some("1".to_owned()),
+        };
+        Some(RuleTypeId {
+            category: category?,
+            owner: owner?,
+            provider: provider?,
+            version: version?,
         })
     }
 
@@ -1628,6 +1982,33 @@ fn references(text: &str) -> Vec<(String, String)> {
     found
 }
 
+/// A Quartz day-of-week field (1-7 = SUN-SAT) with Sluice's numbers (0-6 = SUN-SAT).
+/// Names stay; the numbers after `#` (the nth weekday) and `/` (a step) are not days.
+fn quartz_weekdays(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut chars = field.chars().peekable();
+    let mut previous = None;
+    while let Some(c) = chars.next() {
+        if !c.is_ascii_digit() {
+            out.push(c);
+            previous = Some(c);
+            continue;
+        }
+        let mut digits = c.to_string();
+        while let Some(d) = chars.next_if(char::is_ascii_digit) {
+            digits.push(d);
+        }
+        match digits.parse::<u32>() {
+            Ok(day) if day >= 1 && !matches!(previous, Some('#' | '/')) => {
+                out.push_str(&(day - 1).to_string());
+            }
+            _ => out.push_str(&digits),
+        }
+        previous = digits.chars().last();
+    }
+    out
+}
+
 /// The first value in `node` that could not be resolved.
 fn first_unknown(node: &Node) -> Option<&Unknown> {
     match &node.val {
@@ -1668,5 +2049,27 @@ fn to_json(node: &Node) -> serde_json::Value {
                 .map(|(k, n)| (k.clone(), to_json(n)))
                 .collect(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quartz_weekdays;
+
+    #[test]
+    fn quartz_weekday_numbers_become_sluice_ones() {
+        for (quartz, sluice) in [
+            ("?", "?"),
+            ("*", "*"),
+            ("MON-FRI", "MON-FRI"),
+            ("2-6", "1-5"),
+            ("1,7", "0,6"),
+            ("6L", "5L"),
+            ("2#3", "1#3"),
+            ("1/2", "0/2"),
+            ("*/2", "*/2"),
+        ] {
+            assert_eq!(quartz_weekdays(quartz), sluice, "{quartz}");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use yaml_rust2::Yaml;
 
-use crate::model::{Action, ExecutionMode, Pipeline};
+use crate::model::{Action, Condition, ExecutionMode, Pipeline, Rule};
 
 /// The pipeline as YAML that [`crate::parse`] reads back to an equal pipeline.
 pub fn to_yaml(pipeline: &Pipeline) -> String {
@@ -39,14 +39,99 @@ pub fn to_yaml(pipeline: &Pipeline) -> String {
         let _ = writeln!(out, "  - name: {}", scalar(&stage.name, false));
         if stage.actions.is_empty() {
             out.push_str("    actions: []\n");
-            continue;
+        } else {
+            out.push_str("    actions:\n");
+            for action in &stage.actions {
+                write_action(&mut out, action);
+            }
         }
-        out.push_str("    actions:\n");
-        for action in &stage.actions {
-            write_action(&mut out, action);
+        for (key, conditions) in [
+            ("beforeEntry", &stage.before_entry),
+            ("onSuccess", &stage.on_success),
+        ] {
+            if let Some(conditions) = conditions {
+                let _ = writeln!(out, "    {key}:");
+                write_conditions(&mut out, &conditions.conditions);
+            }
+        }
+        if let Some(on_failure) = &stage.on_failure {
+            out.push_str("    onFailure:\n");
+            let _ = writeln!(out, "      result: {}", on_failure.result.as_str());
+            if let Some(retry) = &on_failure.retry_configuration {
+                let _ = writeln!(
+                    out,
+                    "      retryConfiguration: {{retryMode: {}}}",
+                    retry.retry_mode.as_str()
+                );
+            }
+            if !on_failure.conditions.is_empty() {
+                write_conditions(&mut out, &on_failure.conditions);
+            }
         }
     }
     out
+}
+
+/// `conditions:` of a stage's `beforeEntry`, `onSuccess` or `onFailure` (indented 6).
+fn write_conditions(out: &mut String, conditions: &[Condition]) {
+    if conditions.is_empty() {
+        out.push_str("      conditions: []\n");
+        return;
+    }
+    out.push_str("      conditions:\n");
+    for condition in conditions {
+        let _ = writeln!(out, "        - result: {}", condition.result.as_str());
+        if condition.rules.is_empty() {
+            out.push_str("          rules: []\n");
+            continue;
+        }
+        out.push_str("          rules:\n");
+        for rule in &condition.rules {
+            write_rule(out, rule);
+        }
+    }
+}
+
+fn write_rule(out: &mut String, rule: &Rule) {
+    let _ = writeln!(out, "            - name: {}", scalar(&rule.name, false));
+    let t = &rule.rule_type_id;
+    let _ = writeln!(
+        out,
+        "              ruleTypeId: {{category: {}, owner: {}, provider: {}, version: {}}}",
+        scalar(&t.category, true),
+        scalar(&t.owner, true),
+        scalar(&t.provider, true),
+        scalar(&t.version, true)
+    );
+    if !rule.configuration.is_empty() {
+        out.push_str("              configuration:\n");
+        for (key, value) in &rule.configuration {
+            value_line(out, 16, key, value);
+        }
+    }
+    if !rule.commands.is_empty() {
+        out.push_str("              commands:\n");
+        for command in &rule.commands {
+            let _ = writeln!(out, "                - {}", scalar(command, false));
+        }
+    }
+    if !rule.input_artifacts.is_empty() {
+        let names: Vec<String> = rule
+            .input_artifacts
+            .iter()
+            .map(|n| scalar(n, true))
+            .collect();
+        let _ = writeln!(out, "              inputArtifacts: [{}]", names.join(", "));
+    }
+    if let Some(timeout) = rule.timeout_in_minutes {
+        let _ = writeln!(out, "              timeoutInMinutes: {timeout}");
+    }
+    if !rule.agent.is_empty() {
+        out.push_str("              agent:\n");
+        for (key, value) in &rule.agent {
+            value_line(out, 16, key, value);
+        }
+    }
 }
 
 fn write_action(out: &mut String, action: &Action) {

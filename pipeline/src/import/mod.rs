@@ -482,7 +482,7 @@ pub fn import(
             &draft.projects,
         );
         let pipeline = converter.pipeline(&draft.node, draft.default_name.as_deref());
-        let failed = converter.failed_actions();
+        let failed = converter.failed_paths();
         let (errors, warnings, transitions) = converter.finish();
         let mut imported =
             finish_pipeline(draft.origin, pipeline, &failed, errors, warnings, catalog);
@@ -684,7 +684,7 @@ fn template_pipelines(
 fn finish_pipeline(
     origin: String,
     pipeline: Pipeline,
-    failed: &[(usize, usize)],
+    failed: &[String],
     errors: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     catalog: &Catalog,
@@ -705,9 +705,8 @@ fn finish_pipeline(
         Err(Diagnostics(found)) => found
             .into_iter()
             .filter(|d| {
-                !failed.iter().any(|(s, a)| {
-                    let prefix = format!("stages[{s}].actions[{a}]");
-                    d.path == prefix
+                !failed.iter().any(|prefix| {
+                    d.path == *prefix
                         || d.path.starts_with(&format!("{prefix}."))
                         || d.path.starts_with(&format!("{prefix}["))
                 })
