@@ -9,6 +9,15 @@
 //! it. Definitions are re-read every [`RELOAD_INTERVAL`]. A check no agent answers
 //! within [`CHECK_TIMEOUT`] (an agent too old to know checks ignores them) is dropped
 //! and tried again at the next interval.
+//!
+//! The recorded revision follows what runs started another way (by hand, a webhook, a
+//! schedule) took, so polling starts runs only for revisions not run yet: before
+//! starting one for a new revision, the store is asked whether an attempt of that Source
+//! action succeeded with it (the revision is read from the output variable `CommitId`
+//! for `git`, `Digest` for `directory`) after the recorded revision was written; if so,
+//! the revision is recorded and nothing starts. If instead an attempt of the action is
+//! queued or running (its revision not known yet), the decision waits for the next
+//! interval. No engine hook is involved: the attempts already in the store say it all.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -72,23 +81,70 @@ impl PendingChecks {
 pub enum Decision {
     /// Nothing new.
     Nothing,
-    /// First check: record this revision, start nothing.
+    /// First check, or a revision a run started another way already took: record this
+    /// revision, start nothing.
     Record(String),
+    /// A new revision, but a run of the Source action is queued or running: decide at
+    /// the next interval, once it is known what that run took.
+    Wait,
     /// A new revision: start a run with it and record it.
     Start(SourceRevision),
 }
 
+/// What the store says about runs of the polled Source action not started by this check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Runs {
+    /// An attempt succeeded with the newest revision after polling last recorded one.
+    pub ran: bool,
+    /// An attempt is queued or running in an execution in progress.
+    pub running: bool,
+}
+
 /// Decides from the recorded last revision and the revisions a check reported (oldest
-/// first): only the newest one counts.
-pub fn decide(last: Option<&str>, revisions: &[SourceRevision]) -> Decision {
+/// first): only the newest one counts. `runs` is asked (about the newest revision) only
+/// when that one is new to polling.
+pub fn decide<E>(
+    last: Option<&str>,
+    revisions: &[SourceRevision],
+    runs: impl FnOnce(&str) -> Result<Runs, E>,
+) -> Result<Decision, E> {
     let Some(newest) = revisions.last() else {
-        return Decision::Nothing;
+        return Ok(Decision::Nothing);
     };
-    match last {
+    Ok(match last {
         None => Decision::Record(newest.id.clone()),
         Some(last) if last == newest.id => Decision::Nothing,
-        Some(_) => Decision::Start(newest.clone()),
+        Some(_) => match runs(&newest.id)? {
+            Runs { ran: true, .. } => Decision::Record(newest.id.clone()),
+            Runs { running: true, .. } => Decision::Wait,
+            Runs { .. } => Decision::Start(newest.clone()),
+        },
+    })
+}
+
+/// The output variable in which a Source provider reports the revision it took.
+fn revision_variable(provider: &str) -> Option<&'static str> {
+    match provider {
+        "git" => Some("CommitId"),
+        "directory" => Some("Digest"),
+        _ => None,
     }
+}
+
+/// [`Runs`] of `action` with `revision`, from the store.
+fn runs(
+    engine: &Engine,
+    pipeline: &str,
+    action: &Action,
+    revision: &str,
+) -> crate::store::Result<Runs> {
+    let store = engine.store();
+    let ran = match revision_variable(&action.action_type_id.provider) {
+        Some(variable) => store.ran_since_poll(pipeline, &action.name, variable, revision)?,
+        None => false,
+    };
+    let running = !ran && store.source_running(pipeline, &action.name)?;
+    Ok(Runs { ran, running })
 }
 
 /// What a poll-triggered execution records as its trigger detail.
@@ -227,9 +283,24 @@ async fn poll_once(engine: &Engine, pipeline: &str, action: &Action) {
             return;
         }
     };
-    match decide(last.as_deref(), &revisions) {
+    let decision = match decide(last.as_deref(), &revisions, |newest| {
+        runs(engine, pipeline, action, newest)
+    }) {
+        Ok(decision) => decision,
+        Err(e) => {
+            tracing::warn!(pipeline, action = %action.name, error = %e, "Cannot read the runs of the polled Source action.");
+            return;
+        }
+    };
+    match decision {
         Decision::Nothing => {}
+        Decision::Wait => {
+            tracing::debug!(pipeline, action = %action.name, "A run of the polled Source action is in progress; deciding at the next interval.");
+        }
         Decision::Record(revision) => {
+            if last.is_some() {
+                tracing::info!(pipeline, action = %action.name, revision = %revision, "A run started another way already took the newest revision; recording it without starting one.");
+            }
             if let Err(e) = engine
                 .store()
                 .set_poll_revision(pipeline, &action.name, &revision)
@@ -277,21 +348,82 @@ mod tests {
         }
     }
 
+    const NONE: Runs = Runs {
+        ran: false,
+        running: false,
+    };
+
+    /// `decide` with these runs, checking it asks only about the newest revision.
+    fn decide_with(last: Option<&str>, revisions: &[SourceRevision], runs: Runs) -> Decision {
+        let newest = revisions.last().map(|r| r.id.clone());
+        decide(last, revisions, |asked| {
+            assert_eq!(Some(asked), newest.as_deref());
+            Ok::<_, ()>(runs)
+        })
+        .unwrap()
+    }
+
     #[test]
     fn the_first_check_records_and_a_new_newest_revision_starts_one_run() {
-        assert_eq!(decide(None, &[]), Decision::Nothing);
-        assert_eq!(decide(None, &[rev("a")]), Decision::Record("a".into()));
-        assert_eq!(decide(Some("a"), &[]), Decision::Nothing);
-        assert_eq!(decide(Some("a"), &[rev("a")]), Decision::Nothing);
+        assert_eq!(decide_with(None, &[], NONE), Decision::Nothing);
+        assert_eq!(
+            decide_with(None, &[rev("a")], NONE),
+            Decision::Record("a".into())
+        );
+        assert_eq!(decide_with(Some("a"), &[], NONE), Decision::Nothing);
+        assert_eq!(decide_with(Some("a"), &[rev("a")], NONE), Decision::Nothing);
         // Several new commits: one run, with the newest (the last, oldest first).
         assert_eq!(
-            decide(Some("a"), &[rev("b"), rev("c")]),
+            decide_with(Some("a"), &[rev("b"), rev("c")], NONE),
             Decision::Start(rev("c"))
         );
+        // The runs are asked about only when a run would start.
+        let unasked = |_: &str| -> Result<Runs, ()> { panic!("asked about runs") };
+        assert_eq!(
+            decide(None, &[rev("a")], unasked),
+            Ok(Decision::Record("a".into()))
+        );
+        assert_eq!(
+            decide(Some("a"), &[rev("a")], unasked),
+            Ok(Decision::Nothing)
+        );
+        assert_eq!(decide(Some("a"), &[rev("b")], |_| Err("db")), Err("db"));
         assert_eq!(
             trigger_detail("Src", &rev("0123456789abcdef")),
             "Src 0123456789ab: main at 0123456789abcdef: change"
         );
+    }
+
+    #[test]
+    fn a_revision_another_run_took_is_recorded_and_a_running_source_is_waited_for() {
+        let ran = Runs {
+            ran: true,
+            running: false,
+        };
+        let running = Runs {
+            ran: false,
+            running: true,
+        };
+        let revisions = [rev("b"), rev("c")];
+        assert_eq!(
+            decide_with(Some("a"), &revisions, ran),
+            Decision::Record("c".into())
+        );
+        assert_eq!(
+            decide_with(
+                Some("a"),
+                &revisions,
+                Runs {
+                    ran: true,
+                    ..running
+                }
+            ),
+            Decision::Record("c".into())
+        );
+        assert_eq!(decide_with(Some("a"), &revisions, running), Decision::Wait);
+        assert_eq!(revision_variable("git"), Some("CommitId"));
+        assert_eq!(revision_variable("directory"), Some("Digest"));
+        assert_eq!(revision_variable("s3"), None);
     }
 
     #[test]
