@@ -737,3 +737,369 @@ fn webhook_deliveries_are_signed_with_the_named_secret_once_it_is_set() {
         );
     }
 }
+
+// ---- the sequences of stops, supersedes, approvals and rollbacks --------------------------
+
+/// A pipeline `name` with `header` (e.g. `executionMode: SUPERSEDED`) and a directory
+/// Source stage followed by `stages` (YAML list items, indented by two spaces).
+fn staged(dir: &Path, name: &str, header: &str, stages: &str) -> PathBuf {
+    let source = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("a.txt"), "a\n").unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: {name}
+{header}
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+{stages}"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    file
+}
+
+/// A stage with one `commands` Build action.
+fn build_stage(stage: &str, action: &str, commands: &str) -> String {
+    format!(
+        r#"  - name: {stage}
+    actions:
+      - name: {action}
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "{commands}"}}
+        inputArtifacts: [Code]
+"#
+    )
+}
+
+/// The events of a Source stage that succeeded, after the pipeline's STARTED.
+const SOURCE_OK: [&str; 5] = [
+    "pipeline STARTED",
+    "stage STARTED Source",
+    "action STARTED Snapshot",
+    "action SUCCEEDED Snapshot",
+    "stage SUCCEEDED Source",
+];
+
+/// `first` then `rest`, as owned strings.
+fn sequence(first: &[&str], rest: &[&str]) -> Vec<String> {
+    first.iter().chain(rest).map(|s| s.to_string()).collect()
+}
+
+/// Waits until the execution has ended and its events end with the pipeline's end;
+/// then checks that nothing more arrives.
+fn final_events(controller: &Controller, execution: &str) -> Vec<Value> {
+    controller.wait_finished(execution, Duration::from_secs(60));
+    let events = wait_for(
+        &format!("the pipeline end event of {execution}"),
+        Duration::from_secs(30),
+        || {
+            let events = cli_events(controller, execution);
+            let last = events.last()?;
+            let ended = summary(last).starts_with("pipeline ")
+                && !matches!(
+                    last["detail"]["state"].as_str(),
+                    Some("STARTED" | "RESUMED" | "STOPPING")
+                );
+            ended.then_some(events)
+        },
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(cli_events(controller, execution).len(), events.len());
+    events
+}
+
+/// Waits until the execution's events include `wanted` ("kind STATE name").
+fn wait_event(controller: &Controller, execution: &str, wanted: &str) {
+    wait_for(
+        &format!("event {wanted} of {execution}"),
+        Duration::from_secs(30),
+        || {
+            summaries(&cli_events(controller, execution))
+                .iter()
+                .any(|s| s == wanted)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn stop_and_wait_and_abandon_produce_stopping_then_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
+    let ship = build_stage("Ship", "Publish", "echo shipped");
+    controller.create_pipeline(&staged(
+        dir.path(),
+        "waits",
+        "",
+        &(build_stage("Build", "Work", "sleep 2; echo built") + &ship),
+    ));
+    controller.create_pipeline(&staged(
+        dir.path(),
+        "abandons",
+        "",
+        &(build_stage("Build", "Work", "sleep 60; echo never") + &ship),
+    ));
+
+    // Stop and wait: the running action ends on its own, then the stage and the
+    // pipeline stop; Ship never starts.
+    let id = controller.start_pipeline("waits");
+    wait_event(&controller, &id, "action STARTED Work");
+    let stopping = controller.json(&["execution", "stop", &id, "--reason", "bad change"]);
+    assert_eq!(stopping["status"], "Stopping", "{stopping:#}");
+    let events = final_events(&controller, &id);
+    assert_eq!(
+        summaries(&events),
+        sequence(
+            &SOURCE_OK,
+            &[
+                "stage STARTED Build",
+                "action STARTED Work",
+                "pipeline STOPPING",
+                "action SUCCEEDED Work",
+                "stage STOPPED Build",
+                "pipeline STOPPED",
+            ]
+        ),
+        "{events:#?}"
+    );
+    let last = &events.last().unwrap()["detail"];
+    assert_eq!(
+        last["status-summary"],
+        "Execution stopped by request: bad change"
+    );
+    assert_eq!(last["execution-type"], "STANDARD");
+    assert!(last.get("rollback-metadata").is_none(), "{last:#}");
+
+    // Abandon: the running action is abandoned at once.
+    let id = controller.start_pipeline("abandons");
+    wait_event(&controller, &id, "action STARTED Work");
+    let stopped = controller.json(&["execution", "stop", &id, "--abandon", "--wait"]);
+    assert_eq!(stopped["status"], "Stopped", "{stopped:#}");
+    let events = final_events(&controller, &id);
+    assert_eq!(
+        summaries(&events),
+        sequence(
+            &SOURCE_OK,
+            &[
+                "stage STARTED Build",
+                "action STARTED Work",
+                "pipeline STOPPING",
+                "action ABANDONED Work",
+                "stage STOPPED Build",
+                "pipeline STOPPED",
+            ]
+        ),
+        "{events:#?}"
+    );
+    let abandoned = &events[8]["detail"];
+    assert_eq!(
+        abandoned["execution-result"]["external-execution-summary"],
+        "abandoned: Execution abandoned by request"
+    );
+    assert!(abandoned["execution-result"].get("error-code").is_none());
+}
+
+#[test]
+fn an_execution_superseded_while_waiting_ends_with_superseded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 4);
+    controller.create_pipeline(&staged(
+        dir.path(),
+        "sup",
+        "executionMode: SUPERSEDED",
+        &build_stage("Build", "Work", "sleep 3"),
+    ));
+
+    let first = controller.start_pipeline("sup");
+    wait_event(&controller, &first, "action STARTED Work");
+    let second = controller.start_pipeline("sup");
+    wait_for(
+        "the second execution to wait in front of Build",
+        Duration::from_secs(30),
+        || (controller.execution(&second)["waitingForStage"] == "Build").then_some(()),
+    );
+    let third = controller.start_pipeline("sup");
+
+    // The second one ends SUPERSEDED without a word about Build, which it never entered.
+    let events = final_events(&controller, &second);
+    assert_eq!(
+        summaries(&events),
+        sequence(&SOURCE_OK, &["pipeline SUPERSEDED"]),
+        "{events:#?}"
+    );
+    assert!(
+        events.iter().all(|e| e["detail"]["stage"] != "Build"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        events[5]["detail"]["status-summary"],
+        format!("Superseded by execution {third} while waiting in front of stage Build")
+    );
+    // The others run to the end as usual.
+    let whole = |commands: &[&str]| sequence(&SOURCE_OK, commands);
+    let build_ok = [
+        "stage STARTED Build",
+        "action STARTED Work",
+        "action SUCCEEDED Work",
+        "stage SUCCEEDED Build",
+        "pipeline SUCCEEDED",
+    ];
+    for id in [&first, &third] {
+        let events = final_events(&controller, id);
+        assert_eq!(summaries(&events), whole(&build_ok), "{events:#?}");
+    }
+}
+
+#[test]
+fn approvals_start_then_succeed_or_fail_their_stage_and_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
+    let review = r#"  - name: Review
+    actions:
+      - name: Release
+        actionTypeId: {category: Approval, owner: Sluice, provider: manual, version: "1"}
+"#;
+    controller.create_pipeline(&staged(
+        dir.path(),
+        "gate",
+        "",
+        &(review.to_string() + &build_stage("Ship", "Publish", "echo shipped")),
+    ));
+    let decide = |verb: &str, id: &str| {
+        wait_event(&controller, id, "action STARTED Release");
+        ok(controller.cli().args([
+            "execution",
+            verb,
+            id,
+            "--stage",
+            "Review",
+            "--action",
+            "Release",
+            "--comment",
+            "checked",
+        ]));
+    };
+
+    let approved = controller.start_pipeline("gate");
+    decide("approve", &approved);
+    let events = final_events(&controller, &approved);
+    assert_eq!(
+        summaries(&events),
+        sequence(
+            &SOURCE_OK,
+            &[
+                "stage STARTED Review",
+                "action STARTED Release",
+                "action SUCCEEDED Release",
+                "stage SUCCEEDED Review",
+                "stage STARTED Ship",
+                "action STARTED Publish",
+                "action SUCCEEDED Publish",
+                "stage SUCCEEDED Ship",
+                "pipeline SUCCEEDED",
+            ]
+        ),
+        "{events:#?}"
+    );
+    let release = &events[7]["detail"];
+    assert_eq!(
+        release["type"],
+        serde_json::json!({"owner": "Sluice", "provider": "manual", "category": "Approval", "version": "1"})
+    );
+    assert!(
+        release["execution-result"]["external-execution-summary"]
+            .as_str()
+            .unwrap()
+            .ends_with(": checked"),
+        "{release:#}"
+    );
+
+    let rejected = controller.start_pipeline("gate");
+    decide("reject", &rejected);
+    let events = final_events(&controller, &rejected);
+    assert_eq!(
+        summaries(&events),
+        sequence(
+            &SOURCE_OK,
+            &[
+                "stage STARTED Review",
+                "action STARTED Release",
+                "action FAILED Release",
+                "stage FAILED Review",
+                "pipeline FAILED",
+            ]
+        ),
+        "{events:#?}"
+    );
+    let release = &events[7]["detail"]["execution-result"];
+    assert_eq!(release["error-code"], "JobFailed");
+    assert!(
+        release["external-execution-summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Rejected by "),
+        "{release:#}"
+    );
+}
+
+#[test]
+fn a_rollback_execution_says_so_and_has_only_its_stage_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
+    controller.create_pipeline(&staged(
+        dir.path(),
+        "shop",
+        "",
+        &build_stage("Deploy", "Push", "echo deployed"),
+    ));
+    let good = controller.start_pipeline("shop");
+    assert_eq!(
+        controller.wait_finished(&good, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+
+    let rollback = controller.json(&[
+        "pipeline", "rollback", "shop", "--stage", "Deploy", "--target", &good, "--wait",
+    ]);
+    assert_eq!(rollback["status"], "Succeeded", "{rollback:#}");
+    let id = rollback["id"].as_str().unwrap();
+    let events = final_events(&controller, id);
+    assert_eq!(
+        summaries(&events),
+        [
+            "pipeline STARTED",
+            "stage STARTED Deploy",
+            "action STARTED Push",
+            "action SUCCEEDED Push",
+            "stage SUCCEEDED Deploy",
+            "pipeline SUCCEEDED",
+        ],
+        "{events:#?}"
+    );
+    for event in [&events[0], &events[5]] {
+        let detail = &event["detail"];
+        assert_eq!(detail["execution-type"], "ROLLBACK", "{detail:#}");
+        assert_eq!(
+            detail["rollback-metadata"]["rollback-target-pipeline-execution-id"],
+            good.as_str(),
+            "{detail:#}"
+        );
+        assert_eq!(
+            detail["execution-trigger"]["trigger-type"],
+            "ManualRollback"
+        );
+    }
+    // The execution it went back to is a plain one.
+    let standard = cli_events(&controller, &good);
+    assert_eq!(standard[0]["detail"]["execution-type"], "STANDARD");
+    assert!(standard[0]["detail"].get("rollback-metadata").is_none());
+}

@@ -62,6 +62,11 @@ impl Executor {
         self
     }
 
+    /// The plugin host's compiled-cache totals, for heartbeats.
+    pub fn plugin_cache_stats(&self) -> sluice_proto::PluginCacheStats {
+        self.host.cache_stats()
+    }
+
     /// Runs a job to the end and returns its `Finished` report. Log chunks go to `out`
     /// as they are produced.
     pub async fn run(&self, job: Job, out: mpsc::UnboundedSender<AgentMessage>) -> AgentMessage {

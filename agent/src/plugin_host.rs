@@ -289,6 +289,11 @@ impl HostCore {
         let started = Instant::now();
         let (component, source, digest) =
             cache::load(&self.engine, &self.cache_dir, &self.engine_key, id, wasm)?;
+        let counter = match source {
+            LoadSource::Cached => &self.cache_hits,
+            LoadSource::Compiled => &self.cache_misses,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let load_time = started.elapsed();
         let supported = || SUPPORTED_API_VERSIONS.join(" or @");
         let mut api = None;
@@ -510,6 +515,9 @@ struct HostCore {
     engine_key: String,
     pooling: bool,
     http: reqwest::Client,
+    /// Loads the compiled cache served, and loads that compiled (reported in heartbeats).
+    cache_hits: std::sync::atomic::AtomicU64,
+    cache_misses: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for PluginHost {
@@ -556,6 +564,8 @@ impl PluginHost {
                 cache_dir: cache_dir.to_path_buf(),
                 pooling,
                 http: http::client().map_err(PluginError::Engine)?,
+                cache_hits: Default::default(),
+                cache_misses: Default::default(),
             }),
             plugins: Vec::new(),
         })
@@ -645,6 +655,16 @@ impl PluginHost {
             load_time: compiled.load_time,
             pre: compiled.pre,
         })
+    }
+
+    /// How many loads the compiled cache served and how many compiled, since this host
+    /// was made (shared by its clones).
+    pub fn cache_stats(&self) -> sluice_proto::PluginCacheStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        sluice_proto::PluginCacheStats {
+            hits: self.core.cache_hits.load(Relaxed),
+            misses: self.core.cache_misses.load(Relaxed),
+        }
     }
 
     /// The loaded plugins.

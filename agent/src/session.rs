@@ -286,7 +286,10 @@ async fn connect_once(
         loop {
             let message = tokio::select! {
                 message = rx.recv() => match message { Some(m) => m, None => break },
-                _ = ticker.tick() => AgentMessage::Heartbeat { running: held_attempts(&writer_shared) },
+                _ = ticker.tick() => AgentMessage::Heartbeat {
+                    running: held_attempts(&writer_shared),
+                    plugin_cache: Some(writer_shared.executor.plugin_cache_stats()),
+                },
             };
             if let Err(e) = sink.send(Message::text(message.encode())).await {
                 return format!("sending to the controller: {e}");

@@ -1138,3 +1138,22 @@ async fn environment_variables_and_secrets_are_read_only_when_granted() {
     let (outcome, log) = run(&granted, request).await;
     assert!(failed(outcome, &log).contains("failing with hunter22-value"));
 }
+
+#[test]
+fn the_compiled_cache_counts_its_hits_and_misses() {
+    let dir = TempDir::new().unwrap();
+    let first = PluginHost::new(dir.path()).unwrap();
+    let probe =
+        || sluice_agent::plugin_host::Manifest::parse("test-probe", &probe_manifest()).unwrap();
+    first.compile(probe(), &probe_wasm()).unwrap();
+    let stats = first.cache_stats();
+    assert_eq!((stats.hits, stats.misses), (0, 1));
+    // A second host over the same cache directory finds the compiled form.
+    let second = PluginHost::new(dir.path()).unwrap();
+    second.compile(probe(), &probe_wasm()).unwrap();
+    second.compile(probe(), &probe_wasm()).unwrap();
+    let stats = second.cache_stats();
+    assert_eq!((stats.hits, stats.misses), (2, 0));
+    // Clones share the counters.
+    assert_eq!(second.clone().cache_stats(), stats);
+}

@@ -298,6 +298,7 @@ async fn bench() -> anyhow::Result<()> {
             .collect(),
         event_webhooks: Vec::new(),
         event_webhook_secret: None,
+        admin_password: None,
     })
     .await
     .context("cannot start the controller")?;

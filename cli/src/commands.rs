@@ -768,6 +768,34 @@ pub async fn create_token(
 }
 
 /// `sluice agent list`.
+/// `sluice agent drain|undrain|revoke ID`.
+pub async fn agent_control(
+    connect: &ConnectArgs,
+    id: &str,
+    control: &str,
+    out: Output,
+) -> anyhow::Result<u8> {
+    let api = Api::from_args(connect)?;
+    let agent = api
+        .send_json(
+            Method::POST,
+            &format!("/api/v1/agents/{id}/{control}"),
+            &json!({}),
+        )
+        .await?;
+    match out {
+        Output::Json => print_json(&agent),
+        Output::Text => match control {
+            "drain" => {
+                println!("Agent {id} is drained: it finishes what it runs and gets nothing new")
+            }
+            "undrain" => println!("Agent {id} takes work again"),
+            _ => println!("Agent {id} is revoked: it is disconnected and can no longer connect"),
+        },
+    }
+    Ok(0)
+}
+
 pub async fn list_agents(connect: &ConnectArgs, out: Output) -> anyhow::Result<u8> {
     let api = Api::from_args(connect)?;
     let agents = api.get("/api/v1/agents").await?;
@@ -785,10 +813,14 @@ pub async fn list_agents(connect: &ConnectArgs, out: Output) -> anyhow::Result<u
                     .flatten()
                     .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                     .collect();
+                let state = match (a["state"].as_str().unwrap_or(""), a["drained"].as_bool()) {
+                    (state, Some(true)) if state != "revoked" => format!("{state},drained"),
+                    (state, _) => state.to_string(),
+                };
                 println!(
                     "{:<20} {:<10} {:<8} {:<8} {:<21} {}",
                     a["id"].as_str().unwrap_or(""),
-                    a["state"].as_str().unwrap_or(""),
+                    state,
                     format!("{}/{}", a["running"], a["capacity"]),
                     a["version"].as_str().unwrap_or("-"),
                     show::time(&a["lastHeartbeatMs"]),

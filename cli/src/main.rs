@@ -431,6 +431,22 @@ enum AgentCommand {
     Token(TokenCommand),
     /// List agents with their state, labels, version and last heartbeat.
     List,
+    /// Drain an agent: it finishes what it runs and is offered nothing new.
+    Drain {
+        /// Agent id (`sluice agent list` shows them).
+        id: String,
+    },
+    /// Put a drained agent back to work.
+    Undrain {
+        /// Agent id.
+        id: String,
+    },
+    /// Revoke an agent: its connection is closed, its certificate refused from now on,
+    /// and what it was running fails. Joining again needs a new token.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -585,6 +601,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             commands::create_token(connect, labels, ttl, out).await
         }
         Command::Agent(AgentCommand::List) => commands::list_agents(connect, out).await,
+        Command::Agent(AgentCommand::Drain { id }) => {
+            commands::agent_control(connect, &id, "drain", out).await
+        }
+        Command::Agent(AgentCommand::Undrain { id }) => {
+            commands::agent_control(connect, &id, "undrain", out).await
+        }
+        Command::Agent(AgentCommand::Revoke { id }) => {
+            commands::agent_control(connect, &id, "revoke", out).await
+        }
         Command::Events {
             follow,
             pipeline,

@@ -53,6 +53,10 @@ pub struct ControllerArgs {
     /// `sluice secret set NAME`): header X-Sluice-Signature-256: sha256=<HMAC of the body>.
     #[arg(long = "event-webhook-secret", value_name = "SECRET_NAME")]
     event_webhook_secret: Option<String>,
+    /// The web UI `admin` user's password, set when the first start creates the user
+    /// (at least 8 characters); without it one is generated and printed once.
+    #[arg(long, env = "SLUICE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
 }
 
 /// Flags of `sluice up`.
@@ -71,6 +75,10 @@ pub struct UpArgs {
     /// instead of serving until interrupted.
     #[arg(long)]
     exit: bool,
+    /// The web UI `admin` user's password, set when the first start creates the user
+    /// (at least 8 characters); without it one is generated and printed once.
+    #[arg(long, env = "SLUICE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
 }
 
 fn settings(lease_ttl: Duration, heartbeat_interval: Duration) -> anyhow::Result<Settings> {
@@ -128,27 +136,9 @@ fn write_client_config(
     Ok((token, minted, path))
 }
 
-async fn start_controller(
-    data_dir: &Path,
-    listen: SocketAddr,
-    settings: Settings,
-    tls: Option<(PathBuf, PathBuf)>,
-    tls_names: Vec<String>,
-    event_webhooks: Vec<String>,
-    event_webhook_secret: Option<String>,
-) -> anyhow::Result<Controller> {
-    Controller::start(Config {
-        data_dir: data_dir.to_owned(),
-        listen,
-        tls_cert_and_key: tls,
-        tls_names,
-        settings,
-        builtin_plugins: builtin_plugins(),
-        event_webhooks,
-        event_webhook_secret,
-    })
-    .await
-    .with_context(|| {
+async fn start_controller(config: Config) -> anyhow::Result<Controller> {
+    let data_dir = config.data_dir.clone();
+    Controller::start(config).await.with_context(|| {
         format!(
             "cannot start the controller (data dir {})",
             data_dir.display()
@@ -169,18 +159,20 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
     let data_dir = absolute(&args.data_dir)?;
     let operator_cert = args.tls_cert.zip(args.tls_key);
     let own_ca = operator_cert.is_none();
-    let controller = start_controller(
-        &data_dir,
-        args.listen,
-        Settings {
+    let controller = start_controller(Config {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        tls_cert_and_key: operator_cert,
+        tls_names: args.tls_names,
+        settings: Settings {
             min_poll_interval: args.min_poll_interval.max(Duration::from_secs(1)),
             ..settings(args.lease_ttl, args.heartbeat_interval)?
         },
-        operator_cert,
-        args.tls_names,
-        args.event_webhooks,
-        args.event_webhook_secret,
-    )
+        builtin_plugins: builtin_plugins(),
+        event_webhooks: args.event_webhooks,
+        event_webhook_secret: args.event_webhook_secret,
+        admin_password: args.admin_password,
+    })
     .await?;
     // The client config is written before the URL is announced, so that whoever waits
     // for the announcement can use the CLI at once.
@@ -201,6 +193,7 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
             );
         }
     }
+    print_web_ui(&controller);
     if !own_ca {
         println!(
             "  server certificate: the one given with --tls-cert; agents joining need --server-ca with its issuer (or `system`)"
@@ -210,6 +203,20 @@ pub async fn controller(args: ControllerArgs) -> anyhow::Result<u8> {
     wait_for_shutdown().await;
     controller.shutdown();
     Ok(0)
+}
+
+/// Where the web UI is, and the admin password if this start made one up.
+fn print_web_ui(controller: &Controller) {
+    match controller.generated_admin_password() {
+        Some(password) => println!(
+            "  web UI:            {}  (user admin, password {password}; shown once: keep it)",
+            controller.url()
+        ),
+        None => println!(
+            "  web UI:            {}  (sign in as admin)",
+            controller.url()
+        ),
+    }
 }
 
 async fn wait_for_shutdown() {
@@ -303,15 +310,17 @@ fn prepare_sample_project(dir: &Path) -> anyhow::Result<()> {
 /// `sluice up`.
 pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
     let data_dir = absolute(&args.data_dir)?;
-    let controller = start_controller(
-        &data_dir.join("controller"),
-        args.listen,
-        Settings::default(),
-        None,
-        Vec::new(),
-        Vec::new(),
-        None,
-    )
+    let controller = start_controller(Config {
+        data_dir: data_dir.join("controller"),
+        listen: args.listen,
+        tls_cert_and_key: None,
+        tls_names: Vec::new(),
+        settings: Settings::default(),
+        builtin_plugins: builtin_plugins(),
+        event_webhooks: Vec::new(),
+        event_webhook_secret: None,
+        admin_password: args.admin_password.clone(),
+    })
     .await
     .context(
         "is another `sluice up` running? Pass --listen 127.0.0.1:0 for any free port, or --data-dir for a separate instance",
@@ -382,6 +391,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
     let id = started["id"].as_str().unwrap_or("").to_string();
     if out == Output::Text {
         println!("Sluice is up at {}", controller.url());
+        print_web_ui(&controller);
         println!("Running the sample pipeline (execution {id})...");
     }
     let done = tokio::select! {

@@ -19,6 +19,9 @@ use warp::hyper::body::Bytes;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
+use crate::accounts::{Accounts, SESSION_COOKIE};
+
+mod web;
 use crate::engine::{Engine, Event};
 use crate::store::{AgentRow, StoreError, now_ms};
 use crate::tls::Certificates;
@@ -40,6 +43,40 @@ pub struct ApiState {
     pub certs: Arc<Certificates>,
     /// Wakes event streams when events are recorded.
     pub events: Arc<crate::events::EventHub>,
+    /// Readiness, metrics and the agents' plugin cache reports.
+    pub ops: Arc<crate::ops::Ops>,
+    /// Web UI users and their sessions.
+    pub accounts: Arc<Accounts>,
+    /// Who is calling: set by [`authenticated`].
+    pub caller: Caller,
+}
+
+/// Who made a request.
+#[derive(Clone, Debug, Default)]
+pub enum Caller {
+    /// Nobody proved who they are (only open routes see this).
+    #[default]
+    Anonymous,
+    /// A script or the CLI, with an API token.
+    Token,
+    /// A person signed in to the web UI.
+    User {
+        /// Their name.
+        name: String,
+        /// Their role.
+        role: String,
+    },
+}
+
+impl ApiState {
+    /// The name recorded as having done something: the signed-in user, else the name
+    /// the CLI sends (`X-Sluice-User`), else "api".
+    fn who(&self, claimed: Option<String>) -> String {
+        match &self.caller {
+            Caller::User { name, .. } => name.clone(),
+            _ => claimed.unwrap_or_else(|| "api".into()),
+        }
+    }
 }
 
 /// An API error: status, stable code, message, and per-field problems.
@@ -156,6 +193,8 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
 
+    let [readyz, metrics, openapi] = operations_routes(&state);
+
     let ca = api
         .and(warp::path("ca"))
         .and(warp::path::end())
@@ -186,9 +225,9 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .map(
             |peer: Peer, s: ApiState, ws: warp::ws::Ws| match agent_of(&s, &peer) {
                 Ok(agent) => {
-                    let engine = s.engine.clone();
+                    let (engine, ops) = (s.engine.clone(), s.ops.clone());
                     ws.max_message_size(4 << 20)
-                        .on_upgrade(move |socket| crate::sessions::run(engine, agent, socket))
+                        .on_upgrade(move |socket| crate::sessions::run(engine, ops, agent, socket))
                         .into_response()
                 }
                 Err(e) => e.into_response(),
@@ -226,6 +265,29 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .and(authenticated(state.clone()))
         .and_then(|s: ApiState| async move { respond(list_agents(s)) });
+
+    // Drain (no new work), undrain, revoke (connection closed, certificate refused).
+    let drain_agent = api
+        .and(warp::path!("agents" / String / "drain"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move {
+            respond(agent_control(s, &id, AgentControl::Drain))
+        });
+    let undrain_agent = api
+        .and(warp::path!("agents" / String / "undrain"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move {
+            respond(agent_control(s, &id, AgentControl::Undrain))
+        });
+    let revoke_agent = api
+        .and(warp::path!("agents" / String / "revoke"))
+        .and(warp::post())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, s: ApiState| async move {
+            respond(agent_control(s, &id, AgentControl::Revoke))
+        });
 
     let definition_body = warp::body::content_length_limit(1 << 20).and(warp::body::bytes());
 
@@ -308,19 +370,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(warp::get())
         .and(authenticated(state.clone()))
         .and(warp::query::<ListQuery>())
-        .and_then(|s: ApiState, q: ListQuery| async move {
-            respond(
-                s.engine
-                    .store()
-                    .list_executions(
-                        q.pipeline.as_deref(),
-                        q.before,
-                        q.limit.unwrap_or(50).clamp(1, 500),
-                    )
-                    .map_err(ApiError::from)
-                    .and_then(|e| json(StatusCode::OK, &e)),
-            )
-        });
+        .and_then(|s: ApiState, q: ListQuery| async move { respond(list_executions(s, q)) });
 
     let get_execution = api
         .and(warp::path!("executions" / String))
@@ -341,6 +391,14 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
                 respond(get_log(s, id, attempt, q).await)
             },
         );
+
+    let get_artifact = api
+        .and(warp::path!("executions" / String / "artifacts" / String))
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|id: String, name: String, s: ApiState| async move {
+            respond(get_artifact(s, id, name).await)
+        });
 
     let stop = api
         .and(warp::path!("executions" / String / "stop"))
@@ -378,7 +436,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
              s: ApiState,
              who: Option<String>,
              req: OverrideRequest| async move {
-                let who = who.unwrap_or_else(|| "api".into());
+                let who = s.who(who);
                 respond(override_condition(s, id, stage, &who, req))
             },
         );
@@ -391,7 +449,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         .and(json_body())
         .and_then(
             |name: String, s: ApiState, who: Option<String>, req: RollbackRequest| async move {
-                let who = who.unwrap_or_else(|| "api".into());
+                let who = s.who(who);
                 respond(rollback_stage(s, name, &who, req))
             },
         );
@@ -410,7 +468,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
              s: ApiState,
              who: Option<String>,
              req: TransitionRequest| async move {
-                let who = who.unwrap_or_else(|| "api".into());
+                let who = s.who(who);
                 respond(
                     s.engine
                         .set_transition(&name, &stage, req.enabled, &req.reason, &who)
@@ -554,6 +612,9 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
     // unboxed filters makes type checking take minutes.
     let routes: Vec<BoxedFilter<(Response,)>> = vec![
         health.boxed(),
+        readyz,
+        metrics,
+        openapi,
         ca.boxed(),
         join.boxed(),
         connect.boxed(),
@@ -561,6 +622,9 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         get_blob.boxed(),
         create_token.boxed(),
         list_agents.boxed(),
+        drain_agent.boxed(),
+        undrain_agent.boxed(),
+        revoke_agent.boxed(),
         validate.boxed(),
         create_pipeline.boxed(),
         update_pipeline.boxed(),
@@ -571,6 +635,7 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         list_executions.boxed(),
         get_execution.boxed(),
         get_log.boxed(),
+        get_artifact.boxed(),
         stop.boxed(),
         decide.boxed(),
         set_transition.boxed(),
@@ -589,8 +654,11 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
         events.boxed(),
         event_webhooks.boxed(),
     ];
-    let routes: Vec<BoxedFilter<(Response,)>> =
-        routes.into_iter().chain(trigger_webhooks).collect();
+    let routes: Vec<BoxedFilter<(Response,)>> = routes
+        .into_iter()
+        .chain(trigger_webhooks)
+        .chain(web::routes(&state))
+        .collect();
     let mut all: Option<BoxedFilter<(Response,)>> = None;
     for route in routes {
         all = Some(match all {
@@ -605,6 +673,46 @@ pub fn routes(state: ApiState) -> impl Filter<Extract = (Response,), Error = Inf
     })
     .recover(recover)
     .unify()
+}
+
+/// `GET /readyz` (no token), `GET /metrics` (API token, like every other read: it
+/// names pipelines) and `GET /api/v1/openapi.json` (no token). See [`crate::ops`].
+fn operations_routes(state: &ApiState) -> [BoxedFilter<(Response,)>; 3] {
+    let readyz = warp::path("readyz")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with(state.clone()))
+        .map(|s: ApiState| {
+            let (status, body) = s.ops.readiness(&s.engine);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            warp::reply::with_status(warp::reply::json(&body), status).into_response()
+        });
+    let metrics = warp::path("metrics")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(authenticated(state.clone()))
+        .and_then(|s: ApiState| async move {
+            // Reading the store is blocking work.
+            let result = tokio::task::spawn_blocking(move || s.ops.render_metrics(&s.engine))
+                .await
+                .map_err(ApiError::internal)
+                .and_then(|r| r.map_err(ApiError::internal))
+                .map(|text| {
+                    warp::reply::with_header(text, "content-type", crate::ops::METRICS_CONTENT_TYPE)
+                        .into_response()
+                });
+            respond(result)
+        });
+    let openapi = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path("openapi.json"))
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(|| {
+            warp::reply::with_header(crate::ops::OPENAPI, "content-type", "application/json")
+                .into_response()
+        });
+    [readyz.boxed(), metrics.boxed(), openapi.boxed()]
 }
 
 /// A JSON request body of at most 64 KiB.
@@ -636,6 +744,10 @@ struct Unauthorized(String);
 impl warp::reject::Reject for Unauthorized {}
 
 #[derive(Debug)]
+struct Forbidden(String);
+impl warp::reject::Reject for Forbidden {}
+
+#[derive(Debug)]
 struct MissingBlob(String);
 impl warp::reject::Reject for MissingBlob {}
 
@@ -643,27 +755,73 @@ impl warp::reject::Reject for MissingBlob {}
 struct Internal(String);
 impl warp::reject::Reject for Internal {}
 
-/// Requires a valid API token.
+/// Requires a valid API token (`Authorization: Bearer`), or a web UI session cookie;
+/// with a cookie, every method but GET and HEAD must also carry the session's
+/// `X-CSRF-Token`. Records who is calling in the state it passes on.
 fn authenticated(state: ApiState) -> impl Filter<Extract = (ApiState,), Error = Rejection> + Clone {
-    bearer().and(with(state)).and_then(|token: Option<String>, s: ApiState| async move {
-        let Some(token) = token else {
-            return Err(warp::reject::custom(Unauthorized(
-                "missing API token: pass `Authorization: Bearer <token>` (the CLI reads SLUICE_TOKEN or its config file)".into(),
-            )));
-        };
-        match s.engine.store().api_token(&hash_secret(&token)) {
-            Ok(Some(_)) => Ok(s),
-            Ok(None) => Err(warp::reject::custom(Unauthorized(
-                "the API token is not valid; use the token printed by `sluice controller` or `sluice up`".into(),
-            ))),
-            Err(e) => Err(warp::reject::custom(Internal(format!("could not check the API token: {e}")))),
-        }
-    })
+    bearer()
+        .and(warp::cookie::optional::<String>(SESSION_COOKIE))
+        .and(warp::method())
+        .and(warp::header::optional::<String>("x-csrf-token"))
+        .and(with(state))
+        .and_then(
+            |token: Option<String>,
+             cookie: Option<String>,
+             method: warp::http::Method,
+             csrf: Option<String>,
+             mut s: ApiState| async move {
+                if let Some(token) = token {
+                    return match s.engine.store().api_token(&hash_secret(&token)) {
+                        Ok(Some(_)) => {
+                            s.caller = Caller::Token;
+                            Ok(s)
+                        }
+                        Ok(None) => Err(warp::reject::custom(Unauthorized(
+                            "the API token is not valid; use the token printed by `sluice controller` or `sluice up`".into(),
+                        ))),
+                        Err(e) => Err(warp::reject::custom(Internal(format!(
+                            "could not check the API token: {e}"
+                        )))),
+                    };
+                }
+                let Some(cookie) = cookie else {
+                    return Err(warp::reject::custom(Unauthorized(
+                        "missing API token: pass `Authorization: Bearer <token>` (the CLI reads SLUICE_TOKEN or its config file), or sign in".into(),
+                    )));
+                };
+                let (session, user) = match s.accounts.session(&cookie) {
+                    Ok(Some(found)) => found,
+                    Ok(None) => {
+                        return Err(warp::reject::custom(Unauthorized(
+                            "your session has ended; sign in again".into(),
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(warp::reject::custom(Internal(format!(
+                            "could not check the session: {e}"
+                        ))));
+                    }
+                };
+                let reads = method == warp::http::Method::GET || method == warp::http::Method::HEAD;
+                if !reads && csrf.as_deref() != Some(session.csrf_token.as_str()) {
+                    return Err(warp::reject::custom(Forbidden(
+                        "missing or wrong X-CSRF-Token header: a change made with a session cookie must carry the token GET /api/v1/session returns".into(),
+                    )));
+                }
+                s.caller = Caller::User {
+                    name: user.name,
+                    role: user.role,
+                };
+                Ok(s)
+            },
+        )
 }
 
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let error = if let Some(Unauthorized(message)) = rejection.find() {
         ApiError::unauthorized(message.clone())
+    } else if let Some(Forbidden(message)) = rejection.find() {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message.clone())
     } else if let Some(MissingBlob(message)) = rejection.find() {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message.clone())
     } else if let Some(Internal(message)) = rejection.find() {
@@ -767,6 +925,7 @@ fn join_agent(req: JoinRequest, s: ApiState) -> ApiResult {
         state: "registered".into(),
         registered_at_ms: now_ms(),
         last_heartbeat_ms: None,
+        drained: false,
     };
     let labels = s
         .engine
@@ -835,6 +994,21 @@ struct AgentView {
     #[serde(flatten)]
     agent: AgentRow,
     running: usize,
+}
+
+enum AgentControl {
+    Drain,
+    Undrain,
+    Revoke,
+}
+
+fn agent_control(s: ApiState, id: &str, control: AgentControl) -> ApiResult {
+    let agent = match control {
+        AgentControl::Drain => s.engine.set_drained(id, true)?,
+        AgentControl::Undrain => s.engine.set_drained(id, false)?,
+        AgentControl::Revoke => s.engine.revoke_agent(id)?,
+    };
+    json(StatusCode::OK, &agent)
 }
 
 fn list_agents(s: ApiState) -> ApiResult {
@@ -1039,11 +1213,51 @@ fn pipeline_versions(s: ApiState, name: String) -> ApiResult {
 
 // ---- executions ------------------------------------------------------------------
 
+/// `GET /api/v1/executions`: newest first, filtered, one keyset page (by `seq`).
 #[derive(Deserialize)]
 struct ListQuery {
     pipeline: Option<String>,
+    /// Only this status (Succeeded, Failed, InProgress, ...).
+    status: Option<String>,
+    /// Only this trigger type (StartPipelineExecution, Webhook, Schedule, ...).
+    trigger: Option<String>,
+    /// Started at or after (ms since epoch).
+    from: Option<i64>,
+    /// Started before (ms since epoch, exclusive).
+    to: Option<i64>,
+    /// The older page: `seq` below this.
     before: Option<i64>,
+    /// The newer page: `seq` above this.
+    after: Option<i64>,
     limit: Option<i64>,
+}
+
+fn list_executions(s: ApiState, q: ListQuery) -> ApiResult {
+    let page = match (q.before, q.after) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "before and after: give one of them (the older or the newer page), not both",
+            ));
+        }
+        (Some(seq), None) => crate::store::HistoryPage::Before(seq),
+        (None, Some(seq)) => crate::store::HistoryPage::After(seq),
+        (None, None) => crate::store::HistoryPage::Newest,
+    };
+    fn empty(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|v| !v.is_empty())
+    }
+    let filter = crate::store::ExecutionFilter {
+        pipeline: empty(&q.pipeline),
+        status: empty(&q.status),
+        trigger_type: empty(&q.trigger),
+        started_from_ms: q.from,
+        started_to_ms: q.to,
+    };
+    let rows =
+        s.engine
+            .store()
+            .execution_history(&filter, page, q.limit.unwrap_or(50).clamp(1, 500))?;
+    json(StatusCode::OK, &rows)
 }
 
 #[derive(Deserialize)]
@@ -1345,6 +1559,115 @@ async fn get_log(s: ApiState, execution_id: String, attempt_id: i64, q: LogQuery
     headers.insert("x-log-next-offset", warp::http::HeaderValue::from(next));
     headers.insert("x-log-state", warp::http::HeaderValue::from_static(state));
     Ok(response)
+}
+
+/// `GET /api/v1/executions/{id}/artifacts/{name}`: the tar archive of an artifact the
+/// execution produced, streamed from the artifact store as a download.
+async fn get_artifact(s: ApiState, execution_id: String, name: String) -> ApiResult {
+    use tokio::io::AsyncReadExt;
+    let name = percent_decode(&name);
+    let store = s.engine.store();
+    let Some(artifact) = store
+        .artifacts(&execution_id)?
+        .into_iter()
+        .find(|a| a.name == name)
+    else {
+        // Tell an unknown execution apart from an unknown artifact.
+        store.execution(&execution_id)?;
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("execution {execution_id} has no artifact named {name:?}"),
+        ));
+    };
+    let path = s
+        .engine
+        .blobs()
+        .path(&artifact.sha256)
+        .map_err(ApiError::internal)?;
+    let file = match tokio::fs::File::open(&path).await {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "the archive of artifact {name:?} (sha256 {}) is no longer stored",
+                    artifact.sha256
+                ),
+            ));
+        }
+        Err(e) => return Err(ApiError::internal(format!("{}: {e}", path.display()))),
+    };
+    let length = file.metadata().await.map(|m| m.len()).ok();
+    // Read in 64 KiB chunks; a read error ends the body (the client sees it cut short).
+    let chunks = futures_util::stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let mut response = warp::reply::stream(chunks).into_response();
+    let headers = response.headers_mut();
+    use warp::http::HeaderValue;
+    headers.insert(
+        "content-type",
+        HeaderValue::from_static("application/x-tar"),
+    );
+    if let Some(length) = length {
+        headers.insert("content-length", HeaderValue::from(length));
+    }
+    // A file name without quotes, backslashes or anything outside printable ASCII.
+    let file_name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() && c != '"' && c != '\\' || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file_name}.tar\"")) {
+        headers.insert("content-disposition", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&artifact.sha256) {
+        headers.insert("x-artifact-sha256", value);
+    }
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(response)
+}
+
+/// Decodes `%XX` escapes in a path segment (warp hands segments over as sent).
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).and_then(|b| hex(*b)),
+                bytes.get(i + 2).and_then(|b| hex(*b)),
+            )
+        {
+            out.push((hi * 16 + lo) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 // ---- plugins ---------------------------------------------------------------------
@@ -1652,7 +1975,7 @@ fn start_execution(s: ApiState, name: String, who: Option<String>, body: Bytes) 
             .source_revisions
             .insert(r.action_name, r.revision_value);
     }
-    let detail = who.unwrap_or_else(|| "api".into());
+    let detail = s.who(who);
     let (execution, created) =
         s.engine
             .start_execution_with(&name, "StartPipelineExecution", &detail, &options)?;
@@ -1781,7 +2104,7 @@ fn decide_approval(
             )));
         }
     };
-    let who = who.unwrap_or_else(|| "api".into());
+    let who = s.who(who);
     let execution =
         s.engine
             .decide_approval(&id, &req.stage, &req.action, approve, &req.comment, &who)?;

@@ -193,6 +193,8 @@ struct Session {
     capacity: usize,
     /// Attempts offered to or running on this agent.
     held: HashSet<i64>,
+    /// Drained: it finishes what it holds and is offered nothing new.
+    drained: bool,
 }
 
 /// An attempt waiting for an agent.
@@ -943,16 +945,7 @@ impl Engine {
                     &before_entry.conditions,
                 )? {
                     ConditionOutcome::Pending { again } => return Ok(again),
-                    ConditionOutcome::Met(summary) => {
-                        self.record_condition(
-                            &execution,
-                            &stage.name,
-                            &row,
-                            kind,
-                            "Succeeded",
-                            &summary,
-                        )?;
-                    }
+                    ConditionOutcome::Met(_) => {}
                     ConditionOutcome::NotMet(ConditionResult::Skip, summary) => {
                         self.record_condition(
                             &execution,
@@ -1063,16 +1056,7 @@ impl Engine {
                     &on_success.conditions,
                 )? {
                     ConditionOutcome::Pending { again } => return Ok(again),
-                    ConditionOutcome::Met(summary) => {
-                        self.record_condition(
-                            &execution,
-                            &stage.name,
-                            &row,
-                            kind,
-                            "Succeeded",
-                            &summary,
-                        )?;
-                    }
+                    ConditionOutcome::Met(_) => {}
                     ConditionOutcome::NotMet(result, summary) => {
                         self.record_condition(
                             &execution,
@@ -1172,10 +1156,8 @@ impl Engine {
                  execution in a stage can be overridden"
             )));
         }
-        match chosen {
-            Kind::OnSuccess => self.store.override_on_success(id, index, who)?,
-            _ => self.store.override_condition(id, index, who)?,
-        }
+        self.store
+            .override_condition(id, index, chosen.as_str(), who)?;
         tracing::info!(execution = %id, stage = %stage_name, condition = chosen.as_str(), who, "Condition overridden.");
         self.advance(&mut st, id)?;
         self.dispatch(&mut st)?;
@@ -1876,7 +1858,9 @@ impl Engine {
             let candidate = st
                 .sessions
                 .iter()
-                .filter(|(_, s)| s.held.len() < s.capacity && labels_match(&selector, &s.labels))
+                .filter(|(_, s)| {
+                    !s.drained && s.held.len() < s.capacity && labels_match(&selector, &s.labels)
+                })
                 .max_by_key(|(_, s)| s.capacity - s.held.len())
                 .map(|(agent_id, _)| agent_id.clone());
             match candidate {
@@ -2086,6 +2070,7 @@ impl Engine {
                 labels: labels.clone(),
                 capacity: capacity.max(1) as usize,
                 held,
+                drained: agent.drained,
             },
         ) {
             tracing::warn!(agent = %agent.id, old_session = old.session_id, "Agent reconnected; closing its previous session.");
@@ -2121,7 +2106,7 @@ impl Engine {
             .is_some_and(|s| s.session_id == session_id)
         {
             st.sessions.remove(agent_id);
-            self.store.set_agent_state(agent_id, "offline")?;
+            self.store.mark_agent_offline(agent_id)?;
             tracing::info!(agent = %agent_id, "Agent disconnected.");
             for queued in st.queue.values_mut() {
                 queued.waiting_reason = None;
@@ -2129,6 +2114,58 @@ impl Engine {
             self.dispatch(&mut st)?;
         }
         Ok(())
+    }
+
+    /// Drains an agent (it finishes what it runs and is offered nothing new) or puts it
+    /// back to work.
+    pub fn set_drained(&self, agent_id: &str, drained: bool) -> Result<AgentRow> {
+        let mut st = self.lock();
+        let agent = self.store.agent(agent_id)?;
+        if agent.state == "revoked" {
+            return Err(StoreError::Conflict(format!(
+                "agent {agent_id} was revoked; it cannot be drained or undrained"
+            ))
+            .into());
+        }
+        self.store.set_agent_drained(agent_id, drained)?;
+        if let Some(session) = st.sessions.get_mut(agent_id) {
+            session.drained = drained;
+        }
+        tracing::info!(agent = %agent_id, drained, "Agent drain changed.");
+        for queued in st.queue.values_mut() {
+            queued.waiting_reason = None;
+        }
+        self.dispatch(&mut st)?;
+        Ok(self.store.agent(agent_id)?)
+    }
+
+    /// Revokes an agent: its certificate is refused from now on, its connection is
+    /// closed, and what it was running fails (to be retried elsewhere by hand or by
+    /// onFailure). Joining again needs a new token.
+    pub fn revoke_agent(&self, agent_id: &str) -> Result<AgentRow> {
+        let mut st = self.lock();
+        self.store.agent(agent_id)?;
+        self.store.set_agent_state(agent_id, "revoked")?;
+        // Dropping the session's sender ends its connection.
+        st.sessions.remove(agent_id);
+        st.registered.remove(agent_id);
+        let held: Vec<(i64, String, String)> = st
+            .held
+            .iter()
+            .filter(|(_, h)| h.agent_id == agent_id)
+            .map(|(id, h)| (*id, h.token.clone(), h.execution_id.clone()))
+            .collect();
+        for (id, token, execution_id) in held {
+            st.held.remove(&id);
+            let message = format!("agent {agent_id} was revoked while this attempt was on it");
+            self.fail_held(&mut st, id, &token, &execution_id, &message)?;
+        }
+        for queued in st.queue.values_mut() {
+            queued.waiting_reason = None;
+        }
+        self.dispatch(&mut st)?;
+        tracing::warn!(agent = %agent_id, "Agent revoked.");
+        Ok(self.store.agent(agent_id)?)
     }
 
     /// A heartbeat renews the leases of the attempts the agent says it still runs (and
@@ -2547,6 +2584,11 @@ impl Engine {
             }
         }
         self.dispatch(&mut st)
+    }
+
+    /// Attempts waiting in the queue for an agent, for `/metrics`.
+    pub fn queue_depth(&self) -> usize {
+        self.lock().queue.len()
     }
 
     /// Attempts offered to or running on each connected agent, for `agent list`.

@@ -17,7 +17,10 @@
 //!   actions' events by time, its end; the pipeline's end last.
 //! - **Delivery**: [`sse_reply`] streams `GET /api/v1/events` (resumable with
 //!   `Last-Event-ID` or `since`), and [`run_webhook`] POSTs each event to a webhook,
-//!   in order, at least once, with exponential backoff, its cursor kept in SQLite.
+//!   in order, at least once, with exponential backoff, its cursor kept in SQLite. An
+//!   event the webhook refuses for good (a 4xx other than 408, 425 and 429) is sent
+//!   again at most 5 times, then skipped with a warning and recorded as the webhook's
+//!   last error, so that one bad event does not hold up the ones after it.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
@@ -789,13 +792,40 @@ fn jittered(base: Duration) -> Duration {
     base.mul_f64(factor)
 }
 
+/// Why a delivery did not go through.
+#[derive(Debug)]
+enum Failure {
+    /// Worth retrying until it works: a connection error or timeout, HTTP 408, 425,
+    /// 429 or 5xx, an unset signing secret, ...
+    Transient(String),
+    /// The webhook refused the event for good (any other 4xx): asked again a few
+    /// times, then skipped.
+    Refused {
+        /// Its answer.
+        status: reqwest::StatusCode,
+        /// What to log and record.
+        message: String,
+    },
+}
+
+/// How many times an event a webhook refuses (a 4xx other than 408, 425 and 429) is
+/// sent again before it is skipped.
+const REFUSAL_RETRIES: u32 = 5;
+
+/// Whether an HTTP answer refuses the event for good: a 4xx other than 408 (Request
+/// Timeout), 425 (Too Early) and 429 (Too Many Requests), which ask to try again.
+fn is_refusal(status: reqwest::StatusCode) -> bool {
+    status.is_client_error() && !matches!(status.as_u16(), 408 | 425 | 429)
+}
+
 async fn post(
     client: &reqwest::Client,
     url: &str,
     row: &EventRow,
     key: Option<&ring::hmac::Key>,
-) -> Result<(), String> {
-    let body = serde_json::to_vec(&envelope(row)).map_err(|e| format!("cannot encode: {e}"))?;
+) -> Result<(), Failure> {
+    let body = serde_json::to_vec(&envelope(row))
+        .map_err(|e| Failure::Transient(format!("cannot encode: {e}")))?;
     let mut request = client
         .post(url)
         .header("x-sluice-event-id", row.id.to_string())
@@ -812,19 +842,41 @@ async fn post(
         .body(body)
         .send()
         .await
-        .map_err(|e| format!("cannot deliver: {e}"))?;
+        .map_err(|e| Failure::Transient(format!("cannot deliver: {e}")))?;
     let status = response.status();
+    let message = format!("the webhook answered HTTP {status}");
     if status.is_success() {
         Ok(())
+    } else if is_refusal(status) {
+        Err(Failure::Refused { status, message })
     } else {
-        Err(format!("the webhook answered HTTP {status}"))
+        Err(Failure::Transient(message))
+    }
+}
+
+/// The key that signs deliveries: the value of the secret named `name`, read now.
+fn signing_key(engine: &Engine, name: Option<&str>) -> Result<Option<ring::hmac::Key>, String> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    match engine.secret_value(name) {
+        Ok(Some(value)) => Ok(Some(ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            value.as_bytes(),
+        ))),
+        Ok(None) => Err(format!(
+            "the signing secret {name} is not set; set it with `sluice secret set {name}`"
+        )),
+        Err(e) => Err(format!("cannot read the signing secret {name}: {e}")),
     }
 }
 
 /// Delivers every event after the webhook's cursor, in order, each until it is
 /// acknowledged with a 2xx (at least once: a restart between the answer and the
 /// cursor's update sends it again). Failures back off exponentially, from 1 s to 5 min,
-/// with jitter.
+/// with jitter, and are retried for ever, except a refusal (a 4xx other than 408, 425
+/// and 429): the event is sent again at most 5 times, then skipped, with a warning and
+/// the webhook's `last_error` saying which event was given up on.
 pub async fn run_webhook(
     engine: Arc<Engine>,
     hub: Arc<EventHub>,
@@ -833,6 +885,20 @@ pub async fn run_webhook(
     signing_secret: Option<String>,
 ) {
     let store = engine.store().clone();
+    let key = move || signing_key(&engine, signing_secret.as_deref());
+    deliver_events(store, hub, client, url, BACKOFF_FIRST, key).await;
+}
+
+/// [`run_webhook`]'s loop, with the first pause after a failure and the signing key
+/// given.
+async fn deliver_events(
+    store: Arc<Store>,
+    hub: Arc<EventHub>,
+    client: reqwest::Client,
+    url: String,
+    backoff_first: Duration,
+    key: impl Fn() -> Result<Option<ring::hmac::Key>, String>,
+) {
     let mut latest = hub.subscribe();
     let mut cursor = loop {
         match store.webhook(&url) {
@@ -861,45 +927,69 @@ pub async fn run_webhook(
             continue;
         }
         for row in page {
-            let mut backoff = BACKOFF_FIRST;
-            loop {
-                let key = match &signing_secret {
-                    None => Ok(None),
-                    Some(name) => match engine.secret_value(name) {
-                        Ok(Some(value)) => Ok(Some(ring::hmac::Key::new(
-                            ring::hmac::HMAC_SHA256,
-                            value.as_bytes(),
-                        ))),
-                        Ok(None) => Err(format!(
-                            "the signing secret {name} is not set; set it with `sluice secret set {name}`"
-                        )),
-                        Err(e) => Err(format!("cannot read the signing secret {name}: {e}")),
-                    },
-                };
-                let sent = match key {
-                    Ok(key) => post(&client, &url, &row, key.as_ref()).await,
-                    Err(message) => Err(message),
-                };
-                match sent {
-                    Ok(()) => {
-                        if let Err(e) = store.webhook_delivered(&url, row.id) {
-                            tracing::error!(webhook = %url, error = %e, "Cannot record a delivery; the event may be sent again after a restart.");
-                        }
-                        cursor = row.id;
-                        break;
-                    }
-                    Err(message) => {
-                        let pause = jittered(backoff);
-                        tracing::warn!(webhook = %url, event = row.id, error = %message, retry_in = ?pause, "Event delivery failed.");
-                        if let Err(e) = store.webhook_failed(&url, &message) {
-                            tracing::error!(webhook = %url, error = %e, "Cannot record a failed delivery.");
-                        }
-                        tokio::time::sleep(pause).await;
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
-                }
-            }
+            deliver_one(&store, &client, &url, &row, backoff_first, &key).await;
+            cursor = row.id;
         }
+    }
+}
+
+/// Sends one event until the webhook acknowledges it, or refused it
+/// 1 + [`REFUSAL_RETRIES`] times.
+async fn deliver_one(
+    store: &Store,
+    client: &reqwest::Client,
+    url: &str,
+    row: &EventRow,
+    backoff_first: Duration,
+    key: &impl Fn() -> Result<Option<ring::hmac::Key>, String>,
+) {
+    let mut backoff = backoff_first;
+    let mut refusals = 0;
+    loop {
+        let sent = match key() {
+            Ok(key) => post(client, url, row, key.as_ref()).await,
+            Err(message) => Err(Failure::Transient(message)),
+        };
+        let message = match sent {
+            Ok(()) => {
+                if let Err(e) = store.webhook_delivered(url, row.id) {
+                    tracing::error!(webhook = %url, error = %e, "Cannot record a delivery; the event may be sent again after a restart.");
+                }
+                return;
+            }
+            Err(Failure::Refused { status, message }) => {
+                if refusals == REFUSAL_RETRIES {
+                    let attempts = refusals + 1;
+                    tracing::warn!(
+                        webhook = %url,
+                        status = status.as_u16(),
+                        event = row.id,
+                        "The webhook {url} refused event {} with HTTP {status} {attempts} times; \
+                         skipping it and delivering the next events.",
+                        row.id
+                    );
+                    let record = format!(
+                        "event {} skipped: the webhook refused it {attempts} times, \
+                         last with HTTP {status}",
+                        row.id
+                    );
+                    if let Err(e) = store.webhook_refused(url, row.id, &record) {
+                        tracing::error!(webhook = %url, error = %e, "Cannot record a skipped event; it may be sent again after a restart.");
+                    }
+                    return;
+                }
+                refusals += 1;
+                message
+            }
+            Err(Failure::Transient(message)) => message,
+        };
+        let pause = jittered(backoff);
+        tracing::warn!(webhook = %url, event = row.id, error = %message, retry_in = ?pause, "Event delivery failed.");
+        if let Err(e) = store.webhook_failed(url, &message) {
+            tracing::error!(webhook = %url, error = %e, "Cannot record a failed delivery.");
+        }
+        tokio::time::sleep(pause).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
@@ -1137,6 +1227,140 @@ mod tests {
             "StartPipelineExecution"
         );
         assert!(pipeline["time"].as_str().unwrap().ends_with('Z'));
+    }
+
+    #[test]
+    fn only_4xx_other_than_408_425_and_429_are_refusals() {
+        for code in [400, 401, 403, 404, 410, 413, 422, 451, 499] {
+            assert!(is_refusal(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+        for code in [200, 204, 301, 308, 408, 425, 429, 500, 502, 503, 599] {
+            assert!(!is_refusal(StatusCode::from_u16(code).unwrap()), "{code}");
+        }
+    }
+
+    /// (status answered, event id) of each request a [`receiver`] got.
+    type Answered = Arc<std::sync::Mutex<Vec<(u16, i64)>>>;
+
+    /// An HTTP server on 127.0.0.1 answering each POSTed event with `answer(event id)`.
+    fn receiver(answer: fn(i64) -> u16) -> (String, Answered) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let seen: Answered = Arc::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                let event: Value = serde_json::from_slice(&body).unwrap();
+                let id = event["id"].as_i64().unwrap();
+                let status = answer(id);
+                log.lock().unwrap().push((status, id));
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 {status} Answer\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    )
+                    .as_bytes(),
+                );
+            }
+        });
+        (url, seen)
+    }
+
+    fn event(state: &str) -> NewEvent {
+        NewEvent {
+            time_ms: 1,
+            detail_type: PIPELINE_DETAIL_TYPE.into(),
+            pipeline_name: "p".into(),
+            execution_id: "e1".into(),
+            entity: "pipeline".into(),
+            state: state.into(),
+            generation: 0,
+            detail: json!({ "state": state }).to_string(),
+        }
+    }
+
+    /// Delivers three events to a webhook answering `answer`, until the third one is
+    /// recorded as delivered; returns what it answered and the webhook's record.
+    async fn deliver_three(answer: fn(i64) -> u16) -> (Vec<(u16, i64)>, crate::store::WebhookRow) {
+        let store = Arc::new(Store::open_in_memory().unwrap());
+        let (url, seen) = receiver(answer);
+        // Registered before the events: it gets all of them.
+        store.webhook(&url).unwrap();
+        let last = store
+            .insert_events(&[event("STARTED"), event("STOPPING"), event("STOPPED")])
+            .unwrap();
+        let client = Webhooks::new(std::slice::from_ref(&url)).unwrap().client;
+        let task = tokio::spawn(deliver_events(
+            store.clone(),
+            Arc::new(EventHub::new(last)),
+            client,
+            url.clone(),
+            Duration::from_millis(1),
+            || Ok(None),
+        ));
+        let delivered = tokio::time::timeout(Duration::from_secs(20), async {
+            while store.webhook(&url).unwrap().delivered_id < last {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        task.abort();
+        let seen = seen.lock().unwrap().clone();
+        assert!(
+            delivered.is_ok(),
+            "the last event never got through: {seen:?}"
+        );
+        (seen, store.webhook(&url).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_refused_event_is_retried_five_times_then_skipped_and_recorded() {
+        let (seen, hook) = deliver_three(|id| if id == 1 { 400 } else { 200 }).await;
+        let mut expected = vec![(400, 1); 6];
+        expected.extend([(200, 2), (200, 3)]);
+        assert_eq!(seen, expected);
+        assert_eq!(hook.delivered_id, 3);
+        assert_eq!(hook.failures, 0);
+        assert_eq!(
+            hook.last_error.as_deref(),
+            Some("event 1 skipped: the webhook refused it 6 times, last with HTTP 400 Bad Request")
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_and_server_errors_are_retried_until_delivered() {
+        // 429 and 503 four times each: more than a refusal gets, nothing skipped.
+        fn answer(id: i64) -> u16 {
+            static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match (id, call) {
+                (1, 0..4) => 429,
+                (1, 4..8) => 503,
+                _ => 200,
+            }
+        }
+        let (seen, hook) = deliver_three(answer).await;
+        assert_eq!(seen.len(), 11, "{seen:?}");
+        assert_eq!(seen[8..], [(200, 1), (200, 2), (200, 3)]);
+        assert_eq!(hook.delivered_id, 3);
+        assert_eq!(hook.failures, 0);
+        assert_eq!(hook.last_error, None);
     }
 
     #[test]

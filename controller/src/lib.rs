@@ -15,11 +15,13 @@
 //! - [`schedules`] and [`watch`]: cron schedules and watched directories that start runs.
 //! - [`polling`]: source polling through the source plugins' `check` on agents.
 
+pub mod accounts;
 pub mod api;
 pub mod blobs;
 pub mod engine;
 pub mod events;
 pub mod logs;
+pub mod ops;
 pub mod plugins;
 pub mod polling;
 pub mod schedules;
@@ -57,6 +59,9 @@ pub struct Config {
     pub event_webhooks: Vec<String>,
     /// The name of a secret whose value signs event webhook deliveries (HMAC-SHA256).
     pub event_webhook_secret: Option<String>,
+    /// The web UI `admin` user's password, used only when the first start creates it;
+    /// without it one is generated and shown once.
+    pub admin_password: Option<String>,
 }
 
 /// Errors starting a controller.
@@ -91,6 +96,9 @@ pub enum StartError {
     /// Event delivery could not be set up.
     #[error(transparent)]
     Events(#[from] events::EventsError),
+    /// The admin account could not be created.
+    #[error("cannot create the admin account: {0}")]
+    Accounts(#[from] accounts::AccountError),
     /// The listen address is taken or not allowed.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -108,6 +116,7 @@ pub struct Controller {
     local_addr: SocketAddr,
     data_dir: PathBuf,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    generated_admin_password: Option<String>,
 }
 
 impl Controller {
@@ -142,6 +151,8 @@ impl Controller {
         }
         engine.reload_plugins()?;
         engine.recover()?;
+        let ops = Arc::new(ops::Ops::new());
+        ops.set_recovered();
         let webhooks = events::Webhooks::new(&config.event_webhooks)?
             .signed_with(config.event_webhook_secret.clone());
         let event_hub = Arc::new(events::EventHub::new(engine.store().last_event_id()?));
@@ -156,10 +167,15 @@ impl Controller {
             addr: config.listen,
             source,
         })?;
+        let accounts = Arc::new(accounts::Accounts::new(engine.store().clone()));
+        let generated_admin_password = accounts.ensure_admin(config.admin_password.as_deref())?;
         let routes = api::routes(api::ApiState {
             engine: engine.clone(),
             certs: certs.clone(),
             events: event_hub.clone(),
+            ops,
+            accounts,
+            caller: api::Caller::default(),
         });
         let tls_config = certs.server_config()?;
         let mut tasks = vec![
@@ -177,6 +193,7 @@ impl Controller {
             local_addr,
             data_dir,
             tasks,
+            generated_admin_password,
         };
         controller.engine.set_public_url(&controller.url());
         Ok(controller)
@@ -247,6 +264,12 @@ impl Controller {
             self.engine.store().api_token(&api::hash_secret(token)),
             Ok(Some(_))
         )
+    }
+
+    /// The web UI `admin` password this start generated (first start only, without
+    /// `admin_password`): to be shown once.
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.generated_admin_password.as_deref()
     }
 
     /// Stops serving (the database stays consistent: every transition is committed).

@@ -16,7 +16,12 @@ use crate::engine::{Engine, Reply};
 use crate::store::AgentRow;
 
 /// Runs a session until the socket closes.
-pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
+pub async fn run(
+    engine: Arc<Engine>,
+    ops: Arc<crate::ops::Ops>,
+    agent: AgentRow,
+    socket: WebSocket,
+) {
     let (mut sink, mut stream) = socket.split();
     let settings = engine.settings().clone();
     let idle_limit = settings.heartbeat_interval * 3;
@@ -124,9 +129,17 @@ pub async fn run(engine: Arc<Engine>, agent: AgentRow, socket: WebSocket) {
         };
         let reply = match &message {
             AgentMessage::Hello { .. } => Ok(Reply::Nothing),
-            AgentMessage::Heartbeat { running } => engine
-                .heartbeat(&agent.id, running)
-                .map(|()| Reply::Nothing),
+            AgentMessage::Heartbeat {
+                running,
+                plugin_cache,
+            } => {
+                if let Some(stats) = plugin_cache {
+                    ops.plugin_cache_report(&agent.id, *stats);
+                }
+                engine
+                    .heartbeat(&agent.id, running)
+                    .map(|()| Reply::Nothing)
+            }
             AgentMessage::Accept(attempt) => engine.accept(&agent.id, attempt),
             AgentMessage::Reject { attempt, reason } => engine
                 .reject(&agent.id, attempt, reason)

@@ -55,10 +55,28 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_stage_outcomes",
         include_str!("../migrations/0011_stage_outcomes.sql"),
     ),
+    (
+        "0012_accounts",
+        include_str!("../migrations/0012_accounts.sql"),
+    ),
+    (
+        "0013_history_index",
+        include_str!("../migrations/0013_history_index.sql"),
+    ),
+    (
+        "0014_agent_drain",
+        include_str!("../migrations/0014_agent_drain.sql"),
+    ),
 ];
 
+mod accounts;
+mod history;
+mod overview;
 mod poll_revisions;
 mod trigger_webhooks;
+pub use accounts::{UserRow, WebSessionRow};
+pub use history::{ExecutionFilter, HistoryPage};
+pub use overview::{OverviewRow, SourceRun};
 pub use trigger_webhooks::{DeliveryRow, TriggerWebhookRow};
 
 /// Errors from the store.
@@ -397,10 +415,29 @@ pub struct AgentRow {
     pub cert_fingerprint: String,
     /// registered, online, offline, revoked.
     pub state: String,
+    /// Drained: it finishes what it runs and gets no new work.
+    pub drained: bool,
     /// Joined at.
     pub registered_at_ms: i64,
     /// Last heartbeat.
     pub last_heartbeat_ms: Option<i64>,
+}
+
+/// A finished action attempt, as `/metrics` counts it.
+#[derive(Debug, Clone)]
+pub struct FinishedAttempt {
+    /// Pipeline name.
+    pub pipeline_name: String,
+    /// Pipeline version the execution ran.
+    pub pipeline_version: i64,
+    /// Stage position.
+    pub stage_index: i64,
+    /// Action name.
+    pub action_name: String,
+    /// Succeeded, Failed, Abandoned, ...
+    pub status: String,
+    /// From start to end, in milliseconds.
+    pub duration_ms: i64,
 }
 
 /// A new attempt to insert.
@@ -473,6 +510,19 @@ impl Store {
             tx.pragma_update(None, "user_version", (index + 1) as i64)?;
             tx.commit()?;
             tracing::info!(migration = name, "Applied database migration.");
+        }
+        Ok(())
+    }
+
+    /// Answers a trivial query that reads the schema (for `/readyz`).
+    pub fn ping(&self) -> Result<()> {
+        let conn = self.conn();
+        let tables: i64 = conn.query_row("SELECT COUNT(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if tables == 0 || version <= 0 {
+            return Err(StoreError::NotFound(
+                "the database has no schema (migrations not applied)".into(),
+            ));
         }
         Ok(())
     }
@@ -708,13 +758,49 @@ impl Store {
         before_seq: Option<i64>,
         limit: i64,
     ) -> Result<Vec<ExecutionRow>> {
+        // One statement per filter combination, so SQLite uses the pipeline's index
+        // (`?1 IS NULL OR pipeline_name = ?1` would scan every pipeline's executions).
+        let filter = ExecutionFilter {
+            pipeline,
+            ..ExecutionFilter::default()
+        };
+        let page = before_seq.map_or(HistoryPage::Newest, HistoryPage::Before);
+        self.execution_history(&filter, page, limit)
+    }
+
+    /// How many executions each pipeline has in each status (for `/metrics`).
+    pub fn execution_counts(&self) -> Result<Vec<(String, String, i64)>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(&format!(
-            "{EXECUTION_SELECT}
-                 WHERE (?1 IS NULL OR pipeline_name = ?1) AND (?2 IS NULL OR seq < ?2)
-                 ORDER BY seq DESC LIMIT ?3"
-        ))?;
-        let rows = stmt.query_map(params![pipeline, before_seq, limit], execution_from_row)?;
+        let mut stmt = conn.prepare(
+            "SELECT pipeline_name, status, COUNT(*) FROM executions
+             GROUP BY pipeline_name, status ORDER BY pipeline_name, status",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The most recent `limit` action attempts (not rule runs) that started and
+    /// finished, newest first, for `/metrics`.
+    pub fn finished_attempt_durations(&self, limit: i64) -> Result<Vec<FinishedAttempt>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT e.pipeline_name, e.pipeline_version, a.stage_index, a.action_name, a.status,
+                    a.finished_at_ms - a.started_at_ms
+             FROM action_attempts a JOIN executions e ON e.id = a.execution_id
+             WHERE a.phase = 'done' AND a.started_at_ms IS NOT NULL
+                   AND a.finished_at_ms IS NOT NULL AND a.rule_condition IS NULL
+             ORDER BY a.id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit], |r| {
+            Ok(FinishedAttempt {
+                pipeline_name: r.get(0)?,
+                pipeline_version: r.get(1)?,
+                stage_index: r.get(2)?,
+                action_name: r.get(3)?,
+                status: r.get(4)?,
+                duration_ms: r.get::<_, i64>(5)?.max(0),
+            })
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -813,14 +899,19 @@ impl Store {
         Ok(())
     }
 
-    /// Puts a finished execution back in progress, and the stage whose beforeEntry
-    /// condition failed in it, recording who overrode the condition.
+    /// Puts a finished execution back in progress, and the stage whose `beforeEntry`
+    /// or `onSuccess` condition (`kind`) failed in it, recording who overrode it.
     pub fn override_condition(
         &self,
         execution_id: &str,
         stage_index: i64,
+        kind: &str,
         who: &str,
     ) -> Result<()> {
+        let (status_column, summary_column) = match kind {
+            "onSuccess" => ("on_success_status", "on_success_summary"),
+            _ => ("condition_status", "summary"),
+        };
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         tx.execute(
@@ -828,42 +919,16 @@ impl Store {
              WHERE id = ?1",
             [execution_id],
         )?;
-        let summary = format!("beforeEntry condition overridden by {who}");
+        let summary = format!("{kind} condition overridden by {who}");
         tx.execute(
-            "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
-                 condition_status = 'Overridden',
-                 summary = ?4 || CASE WHEN summary IS NULL THEN '' ELSE ' (it had failed: ' || summary || ')' END,
-                 overridden_by = ?3, overridden_at_ms = ?5
-             WHERE execution_id = ?1 AND stage_index = ?2",
-            params![execution_id, stage_index, who, summary, now_ms()],
-        )?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// Puts a finished execution back in progress, and the stage whose onSuccess
-    /// condition failed in it, recording who overrode the condition.
-    pub fn override_on_success(
-        &self,
-        execution_id: &str,
-        stage_index: i64,
-        who: &str,
-    ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        tx.execute(
-            "UPDATE executions SET status = 'InProgress', status_summary = NULL, finished_at_ms = NULL
-             WHERE id = ?1",
-            [execution_id],
-        )?;
-        let summary = format!("onSuccess condition overridden by {who}");
-        tx.execute(
-            "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
-                 on_success_status = 'Overridden',
-                 on_success_summary = ?4 || CASE WHEN on_success_summary IS NULL THEN ''
-                     ELSE ' (it had failed: ' || on_success_summary || ')' END,
-                 overridden_by = ?3, overridden_at_ms = ?5
-             WHERE execution_id = ?1 AND stage_index = ?2",
+            &format!(
+                "UPDATE stage_executions SET status = 'InProgress', finished_at_ms = NULL,
+                     {status_column} = 'Overridden',
+                     {summary_column} = ?4 || CASE WHEN {summary_column} IS NULL THEN ''
+                         ELSE ' (it had failed: ' || {summary_column} || ')' END,
+                     overridden_by = ?3, overridden_at_ms = ?5
+                 WHERE execution_id = ?1 AND stage_index = ?2"
+            ),
             params![execution_id, stage_index, who, summary, now_ms()],
         )?;
         tx.commit()?;
@@ -1529,6 +1594,36 @@ impl Store {
         Ok(())
     }
 
+    /// Drains an agent (no new work) or puts it back to work.
+    pub fn set_agent_drained(&self, id: &str, drained: bool) -> Result<()> {
+        self.conn().execute(
+            "UPDATE agents SET drained = ?2 WHERE id = ?1",
+            params![id, drained],
+        )?;
+        Ok(())
+    }
+
+    /// Marks an agent offline, unless it was revoked (which stays).
+    pub fn mark_agent_offline(&self, id: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE agents SET state = 'offline' WHERE id = ?1 AND state != 'revoked'",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    /// One agent.
+    pub fn agent(&self, id: &str) -> Result<AgentRow> {
+        self.conn()
+            .query_row(
+                &format!("{AGENT_SELECT} WHERE id = ?1"),
+                [id],
+                agent_from_row,
+            )
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("agent \"{id}\" does not exist")))
+    }
+
     /// Sets an agent's state.
     pub fn set_agent_state(&self, id: &str, state: &str) -> Result<()> {
         self.conn().execute(
@@ -1536,6 +1631,14 @@ impl Store {
             params![id, state],
         )?;
         Ok(())
+    }
+
+    /// How many agents are in each state (for `/metrics`).
+    pub fn agent_counts(&self) -> Result<BTreeMap<String, i64>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM agents GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Marks every agent offline (at controller start, before any session exists).
@@ -1952,7 +2055,8 @@ pub struct WebhookRow {
     pub delivered_id: i64,
     /// Consecutive failed deliveries.
     pub failures: i64,
-    /// Why the last delivery failed.
+    /// Why the last delivery failed (gone once it is retried with success), or which
+    /// event the webhook refused and was skipped.
     pub last_error: Option<String>,
     /// Last change, ms since epoch.
     pub updated_at_ms: i64,
@@ -2145,13 +2249,28 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Records that a webhook acknowledged event `id`.
+    /// Records that a webhook acknowledged event `id`. The last error goes if it was
+    /// that of failures this delivery ends; a skipped event's (see
+    /// [`Store::webhook_refused`]) stays.
     pub fn webhook_delivered(&self, url: &str, id: i64) -> Result<()> {
         self.conn().execute(
             "UPDATE event_webhooks SET delivered_id = MAX(delivered_id, ?2), failures = 0,
-                 last_error = NULL, updated_at_ms = ?3
+                 last_error = CASE WHEN failures > 0 THEN NULL ELSE last_error END,
+                 updated_at_ms = ?3
              WHERE url = ?1",
             params![url, id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records that a webhook refused event `id` for good and that it was skipped:
+    /// the cursor moves past it and `error` stays the last error.
+    pub fn webhook_refused(&self, url: &str, id: i64, error: &str) -> Result<()> {
+        self.conn().execute(
+            "UPDATE event_webhooks SET delivered_id = MAX(delivered_id, ?2), failures = 0,
+                 last_error = ?3, updated_at_ms = ?4
+             WHERE url = ?1",
+            params![url, id, error, now_ms()],
         )?;
         Ok(())
     }
@@ -2212,7 +2331,7 @@ const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name,
 
 const AGENT_SELECT: &str =
     "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
-    last_heartbeat_ms, granted_labels FROM agents";
+    last_heartbeat_ms, granted_labels, drained FROM agents";
 
 fn pipeline_version_from_row(r: &Row<'_>) -> rusqlite::Result<PipelineVersion> {
     Ok(PipelineVersion {
@@ -2321,6 +2440,7 @@ fn agent_from_row(r: &Row<'_>) -> rusqlite::Result<AgentRow> {
         registered_at_ms: r.get(7)?,
         last_heartbeat_ms: r.get(8)?,
         granted_labels: json_map(r, 9)?,
+        drained: r.get(10)?,
     })
 }
 

@@ -75,6 +75,10 @@ pub enum AgentMessage {
     Heartbeat {
         /// Attempts the agent is running right now.
         running: Vec<AttemptRef>,
+        /// Running totals of the agent's compiled-plugin cache since it started. Absent
+        /// from agents too old to report it (an addition within protocol 1).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        plugin_cache: Option<PluginCacheStats>,
     },
     /// The agent took an offered attempt and starts it.
     Accept(AttemptRef),
@@ -202,6 +206,17 @@ pub struct SourceRevision {
     pub id: String,
     /// One line for people, e.g. the commit subject.
     pub summary: String,
+}
+
+/// How often an agent found a plugin's compiled form in its on-disk cache (keyed by
+/// the component's sha256 and the engine's compatibility hash) and how often it had
+/// to compile it, since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginCacheStats {
+    /// Loads served from the cache.
+    pub hits: u64,
+    /// Loads that compiled the component.
+    pub misses: u64,
 }
 
 /// Identifies one attempt of one action and fences stale reporters out.
@@ -481,6 +496,28 @@ mod tests {
         let text = check.encode();
         assert!(text.contains("\"type\":\"check\""), "{text}");
         assert_eq!(ControllerMessage::decode(&text).unwrap(), check);
+    }
+
+    #[test]
+    fn heartbeats_with_and_without_plugin_cache_totals_decode() {
+        let old = r#"{"type":"heartbeat","running":[]}"#;
+        assert_eq!(
+            AgentMessage::decode(old).unwrap(),
+            AgentMessage::Heartbeat {
+                running: Vec::new(),
+                plugin_cache: None
+            }
+        );
+        let new = AgentMessage::Heartbeat {
+            running: Vec::new(),
+            plugin_cache: Some(PluginCacheStats { hits: 3, misses: 1 }),
+        };
+        let text = new.encode();
+        assert!(
+            text.contains(r#""plugin_cache":{"hits":3,"misses":1}"#),
+            "{text}"
+        );
+        assert_eq!(AgentMessage::decode(&text).unwrap(), new);
     }
 
     #[test]

@@ -182,9 +182,32 @@ pub struct Controller {
     pub port: u16,
     /// A CA file the CLI should trust instead of what the client config says.
     pub ca_override: Option<PathBuf>,
+    /// Every line the controller printed on stdout so far.
+    pub stdout: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Controller {
+    /// An HTTPS client trusting only this controller's CA.
+    pub fn https_client(&self) -> reqwest::Client {
+        use rustls::pki_types::pem::PemObject;
+        let pem = std::fs::read(self.data_dir.join("tls").join("ca.crt")).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .build()
+            .unwrap()
+    }
+
     /// Starts `sluice controller` on `port` (0: any) with extra flags.
     pub fn start(root: &Path, port: u16, extra: &[&str]) -> Controller {
         let data_dir = root.join("controller");
@@ -200,12 +223,15 @@ impl Controller {
         let mut process = Process::spawn(&mut cmd);
         let stdout = process.child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = printed.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(url) = line.strip_prefix("Sluice controller listening on ") {
                     let _ = tx.send(url.trim().to_string());
                 }
+                lines.lock().unwrap().push(line);
             }
         });
         let url = rx
@@ -219,6 +245,7 @@ impl Controller {
             config,
             port,
             ca_override: None,
+            stdout: printed,
         }
     }
 

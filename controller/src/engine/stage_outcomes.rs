@@ -72,8 +72,26 @@ pub(super) fn find_rule<'a>(stage: &'a Stage, kind: &str, run: &str) -> Option<&
 
 impl super::Engine {
     /// Evaluates a stage's condition of one kind (a fresh evaluation, or one whose
-    /// Commands rules are running). Every rule must pass.
+    /// Commands rules are running); every rule must pass. A met condition is recorded
+    /// as Succeeded here; what a pending or unmet one means is the caller's to say.
     pub(super) fn condition_outcome(
+        &self,
+        st: &mut State,
+        execution: &ExecutionRow,
+        def: &Pipeline,
+        row: &StageRow,
+        kind: Kind,
+        conditions: &[Condition],
+    ) -> Result<ConditionOutcome> {
+        let outcome = self.evaluate_condition(st, execution, def, row, kind, conditions)?;
+        if let ConditionOutcome::Met(summary) = &outcome {
+            let stage = &def.stages[row.stage_index as usize].name;
+            self.record_condition(execution, stage, row, kind, "Succeeded", summary)?;
+        }
+        Ok(outcome)
+    }
+
+    fn evaluate_condition(
         &self,
         st: &mut State,
         execution: &ExecutionRow,

@@ -1,0 +1,660 @@
+//! Real-browser tests of the web UI: headless Chromium driven through chromedriver
+//! (WebDriver, with the `fantoccini` crate) against real controller and agent
+//! processes running real pipelines.
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (/usr/bin/chromium and
+//! /usr/bin/chromedriver); without them the tests fail and say so. They also write
+//! the README's screenshots to docs/screenshots/ (signin.png, overview.png,
+//! pipeline.png, at 1280x800), overwriting them on each run.
+//!
+//! Every wait is an explicit poll of the page (or of the CLI) with a timeout.
+
+#![allow(clippy::unwrap_used)]
+// Killing chromedriver's process group (it and the Chromium it started) needs killpg.
+#![allow(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use sluice_e2e::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const PASSWORD: &str = "browser-test-password";
+/// How long any one wait on the page may take.
+const TIMEOUT: Duration = Duration::from_secs(20);
+/// The window (and so the screenshots) size.
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 800;
+
+/// chromedriver, killed with everything it started (Chromium) when dropped.
+struct Driver {
+    child: Child,
+}
+
+impl Driver {
+    fn start(port: u16) -> Driver {
+        use std::os::unix::process::CommandExt;
+        for path in [CHROMEDRIVER, CHROMIUM] {
+            assert!(
+                Path::new(path).exists(),
+                "{path} is missing: the browser tests need Debian's chromium and \
+                 chromium-driver packages (apt-get install -y chromium chromium-driver)"
+            );
+        }
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
+        let driver = Driver { child };
+        wait_for("chromedriver to listen", TIMEOUT, || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        driver
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // chromedriver leads its own process group (see `start`); never signal 0 or 1.
+        if pgid > 1 {
+            // SAFETY: killpg only sends a signal to the group chromedriver leads.
+            unsafe {
+                libc::killpg(pgid, libc::SIGKILL);
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A WebDriver session in a fresh headless Chromium, at `base` (the controller's URL).
+/// Its methods block: each runs the WebDriver calls on the browser's own runtime.
+struct Browser {
+    client: Option<Client>,
+    rt: tokio::runtime::Runtime,
+    base: String,
+    // Dropped after the session is closed: chromedriver, then the profile.
+    _driver: Driver,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(base: &str) -> Browser {
+        let port = free_port();
+        let driver = Driver::start(port);
+        let profile = tempfile::tempdir().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let capabilities = json!({
+            "browserName": "chrome",
+            // The controller's certificate is signed by its own CA.
+            "acceptInsecureCerts": true,
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--hide-scrollbars",
+                    format!("--window-size={WIDTH},{HEIGHT}"),
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        });
+        let Value::Object(capabilities) = capabilities else {
+            unreachable!()
+        };
+        let client = rt
+            .block_on(async {
+                // The WebDriver endpoint is plain HTTP on the loopback: no TLS needed.
+                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+                ClientBuilder::new(connector)
+                    .capabilities(capabilities)
+                    .connect(&format!("http://127.0.0.1:{port}"))
+                    .await
+            })
+            .unwrap_or_else(|e| panic!("starting a Chromium session through chromedriver: {e}"));
+        let browser = Browser {
+            client: Some(client),
+            rt,
+            base: base.to_string(),
+            _driver: driver,
+            _profile: profile,
+        };
+        browser.size_viewport();
+        browser
+    }
+
+    /// Sizes the window so the page's viewport (what a screenshot shows) is
+    /// WIDTH x HEIGHT: headless Chromium still subtracts room for its toolbars.
+    fn size_viewport(&self) {
+        self.block(async |c| {
+            c.set_window_size(WIDTH, HEIGHT).await.unwrap();
+            let inner = c
+                .execute("return [window.innerWidth, window.innerHeight]", vec![])
+                .await
+                .unwrap();
+            let inner = |i: usize| inner[i].as_u64().unwrap() as u32;
+            let (width, height) = (2 * WIDTH - inner(0), 2 * HEIGHT - inner(1));
+            c.set_window_size(width, height).await.unwrap();
+        });
+    }
+
+    /// Runs `f` with the session, on the browser's runtime.
+    fn block<T>(&self, f: impl AsyncFnOnce(&Client) -> T) -> T {
+        let client = self.client.as_ref().unwrap();
+        self.rt.block_on(f(client))
+    }
+
+    /// Opens `path` (such as `/#/pipelines/x`) on the controller.
+    fn goto(&self, path: &str) {
+        let url = format!("{}{path}", self.base);
+        self.block(async |c| c.goto(&url).await.unwrap());
+    }
+
+    /// Reloads the page.
+    fn reload(&self) {
+        self.block(async |c| c.refresh().await.unwrap());
+    }
+
+    /// The page's visible text, to explain a failed wait.
+    fn page_text(&self) -> String {
+        self.block(
+            async |c| match c.execute("return document.body.innerText", vec![]).await {
+                Ok(Value::String(text)) => text,
+                other => format!("(no page text: {other:?})"),
+            },
+        )
+    }
+
+    /// Polls `check` against the page until it returns Some; panics after TIMEOUT
+    /// with what the page showed.
+    fn poll<T>(&self, what: &str, mut check: impl AsyncFnMut(&Client) -> Option<T>) -> T {
+        let start = Instant::now();
+        let found = self.block(async |c| {
+            loop {
+                if let Some(value) = check(c).await {
+                    return Some(value);
+                }
+                if start.elapsed() > TIMEOUT {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "timed out after {TIMEOUT:?} waiting for {what}; the page shows:\n{}",
+                self.page_text()
+            )
+        })
+    }
+
+    /// The text of the first element matching `css`, if there is one.
+    async fn text_of(c: &Client, css: &str) -> Option<String> {
+        c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+    }
+
+    /// Waits until the element `css` exists and its text satisfies `ok`; returns the text.
+    fn wait_text(&self, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        self.poll(&format!("{css} to show {what}"), async |c| {
+            let text = Self::text_of(c, css).await?;
+            ok(&text).then_some(text)
+        })
+    }
+
+    /// Waits until the element `css` contains `needle`; returns its text.
+    fn wait_contains(&self, css: &str, needle: &str) -> String {
+        self.wait_text(css, &format!("{needle:?}"), |t| t.contains(needle))
+    }
+
+    /// Waits until an element matches `css`.
+    fn wait_present(&self, css: &str) {
+        self.poll(&format!("{css} to appear"), async |c| {
+            c.find(Locator::Css(css)).await.ok().map(|_| ())
+        });
+    }
+
+    /// Waits until no element matches `css`.
+    fn wait_absent(&self, css: &str) {
+        self.poll(&format!("{css} to go away"), async |c| {
+            c.find_all(Locator::Css(css))
+                .await
+                .ok()
+                .filter(|found| found.is_empty())
+                .map(|_| ())
+        });
+    }
+
+    /// How many elements match `css`.
+    fn count(&self, css: &str) -> usize {
+        self.block(async |c| c.find_all(Locator::Css(css)).await.unwrap().len())
+    }
+
+    /// Clicks the element `css` once it exists and is enabled.
+    fn click(&self, css: &str) {
+        self.poll(&format!("{css} to be clickable"), async |c| {
+            let element = c.find(Locator::Css(css)).await.ok()?;
+            if !element.is_enabled().await.ok()? {
+                return None;
+            }
+            // A re-render may replace the element between find and click: try again.
+            element.click().await.ok()
+        });
+    }
+
+    /// Replaces the value of the input `css` with `text`, typed key by key.
+    fn type_into(&self, css: &str, text: &str) {
+        self.poll(&format!("{css} to take input"), async |c| {
+            let element = c.find(Locator::Css(css)).await.ok()?;
+            element.clear().await.ok()?;
+            element.send_keys(text).await.ok()?;
+            (element.prop("value").await.ok()?.as_deref() == Some(text)).then_some(())
+        });
+    }
+
+    /// Runs `script` in the page; returns what it returns.
+    fn script(&self, script: &str) -> Value {
+        self.block(async |c| c.execute(script, vec![]).await.unwrap())
+    }
+
+    /// The current URL's fragment (the UI's route).
+    fn route(&self) -> String {
+        self.block(async |c| {
+            c.current_url()
+                .await
+                .unwrap()
+                .fragment()
+                .unwrap_or("")
+                .to_string()
+        })
+    }
+
+    /// Saves a PNG screenshot of the window as docs/screenshots/`name`.
+    fn screenshot(&self, name: &str) {
+        let png = self.block(async |c| c.screenshot().await.unwrap());
+        assert_eq!(&png[1..4], b"PNG", "not a PNG");
+        // The IHDR chunk: width and height, big-endian, at bytes 16..24.
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!((width, height), (WIDTH, HEIGHT), "screenshot {name}");
+        let dir = screenshots_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        // Written whole then renamed, so a concurrent reader never sees half a PNG.
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+        std::fs::write(&tmp, png).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    /// Signs in as admin from the sign-in form and waits for the signed-in shell.
+    fn sign_in(&self) {
+        self.goto("/");
+        self.wait_present("[data-test=signin-form]");
+        self.type_into("input[name=password]", PASSWORD);
+        self.click("[data-test=signin-form] button[type=submit]");
+        self.wait_text("[data-test=user]", "admin", |t| t == "admin");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            // Ends the session, which quits Chromium; the driver is killed after.
+            let _ = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), client.close()).await
+            });
+        }
+    }
+}
+
+fn screenshots_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("docs")
+        .join("screenshots")
+}
+
+/// A controller whose admin password is PASSWORD, with one agent.
+fn controller(root: &Path) -> (Controller, Process) {
+    start_with_agent(root, &["--admin-password", PASSWORD], 4)
+}
+
+/// Writes and creates a pipeline `name`: a Source stage (a directory snapshot)
+/// followed by `stages` (YAML list items).
+fn create(controller: &Controller, dir: &Path, name: &str, stages: &str) {
+    let source = dir.join(format!("{name}-src"));
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("index.html"), "<h1>hello</h1>\n").unwrap();
+    let file = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"name: {name}
+stages:
+  - name: Source
+    actions:
+      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+{stages}"#,
+            source.display()
+        ),
+    )
+    .unwrap();
+    controller.create_pipeline(&file);
+}
+
+/// A stage with one `commands` action.
+fn build_stage(stage: &str, action: &str, commands: &str) -> String {
+    format!(
+        r#"  - name: {stage}
+    actions:
+      - name: {action}
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "{commands}"}}
+        inputArtifacts: [Code]
+"#
+    )
+}
+
+/// The status badge of stage `stage` on the pipeline page.
+fn stage_status(stage: &str) -> String {
+    format!("[data-test='stage-{stage}'] > header .status")
+}
+
+/// The status badge of action `action` on the pipeline page.
+fn action_status(action: &str) -> String {
+    format!("[data-test='action-{action}'] > header .status")
+}
+
+#[test]
+fn signing_in_and_out() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    // A few pipelines for the overview: one green, one red, one never run.
+    create(
+        &controller,
+        dir.path(),
+        "web-frontend",
+        &(build_stage("Build", "Compile", "echo built")
+            + &build_stage("Deploy", "Publish", "echo published")),
+    );
+    create(
+        &controller,
+        dir.path(),
+        "billing-api",
+        &(build_stage("Build", "Test", "echo 1 test failed; exit 1")
+            + &build_stage("Deploy", "Publish", "echo published")),
+    );
+    create(
+        &controller,
+        dir.path(),
+        "docs-site",
+        &build_stage("Build", "Render", "echo rendered"),
+    );
+    let green = controller.start_pipeline("web-frontend");
+    let red = controller.start_pipeline("billing-api");
+    assert_eq!(
+        controller.wait_finished(&green, Duration::from_secs(30))["status"],
+        "Succeeded"
+    );
+    assert_eq!(
+        controller.wait_finished(&red, Duration::from_secs(30))["status"],
+        "Failed"
+    );
+
+    let browser = Browser::open(&controller.url);
+    browser.goto("/");
+    browser.wait_present("[data-test=signin-form] input[name=password]");
+    browser.screenshot("signin.png");
+
+    // A wrong password: the form says so and stays.
+    browser.type_into("input[name=password]", "not-the-password");
+    browser.click("[data-test=signin-form] button[type=submit]");
+    browser.wait_contains("[data-test=signin-error]", "wrong user name or password");
+    assert_eq!(browser.count("[data-test=user]"), 0);
+
+    // The right one: the overview, with every pipeline and its latest status.
+    browser.type_into("input[name=password]", PASSWORD);
+    browser.click("[data-test=signin-form] button[type=submit]");
+    browser.wait_text("[data-test=user]", "admin", |t| t == "admin");
+    browser.wait_contains("main h1", "Pipelines");
+    browser.wait_contains("main .count", "3 of 3 pipelines");
+    browser.wait_contains("[data-test=pipeline-web-frontend] .latest", "Succeeded");
+    browser.wait_contains("[data-test=pipeline-billing-api] .latest", "Failed");
+    browser.wait_contains("[data-test=pipeline-docs-site] .change", "never run");
+    browser.screenshot("overview.png");
+
+    // A reload keeps the session (the cookie), and shows the overview again.
+    browser.script("window.beforeReload = true");
+    browser.reload();
+    browser.wait_text("[data-test=user]", "admin", |t| t == "admin");
+    assert_eq!(browser.script("return window.beforeReload === true"), false);
+    browser.wait_contains("main .count", "3 of 3 pipelines");
+    assert_eq!(browser.count("[data-test=signin-form]"), 0);
+
+    // Signing out returns to the form, and a reload does not bring the session back.
+    browser.click("[data-test=sign-out]");
+    browser.wait_present("[data-test=signin-form]");
+    browser.wait_absent("[data-test=user]");
+    browser.reload();
+    browser.wait_present("[data-test=signin-form]");
+    assert_eq!(browser.count("[data-test=user]"), 0);
+    eprintln!("signing_in_and_out took {:?}", started.elapsed());
+}
+
+#[test]
+fn an_execution_goes_green_live_on_the_pipeline_page() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    create(
+        &controller,
+        dir.path(),
+        "web-frontend",
+        &(build_stage("Build", "Compile", "sleep 2; echo built 42 files")
+            + &build_stage("Deploy", "Publish", "echo published")),
+    );
+
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto("/#/pipelines/web-frontend");
+    // Before any execution, the stages of the definition, none started.
+    for stage in ["Source", "Build", "Deploy"] {
+        browser.wait_contains(&stage_status(stage), "Not started");
+    }
+    assert_eq!(browser.count("[data-test=execution-bar]"), 0);
+    // Marks this page, to prove nothing below reloads it.
+    browser.script("window.sluiceTestPage = 'kept'");
+
+    let id = controller.start_pipeline("web-frontend");
+    browser.wait_contains("[data-test=execution-bar]", &id[..8]);
+    // The long Build action is seen running, then everything turns green.
+    browser.wait_contains(&action_status("Compile"), "In progress");
+    browser.wait_contains(&stage_status("Build"), "In progress");
+    for stage in ["Source", "Build", "Deploy"] {
+        browser.wait_contains(&stage_status(stage), "Succeeded");
+    }
+    for action in ["Snapshot", "Compile", "Publish"] {
+        browser.wait_contains(&action_status(action), "Succeeded");
+    }
+    browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+    assert_eq!(
+        browser.script("return window.sluiceTestPage"),
+        "kept",
+        "the page was reloaded"
+    );
+    assert_eq!(controller.execution(&id)["status"], "Succeeded");
+    // The recent executions list shows it too.
+    browser.wait_contains(".execution-list li", "Succeeded");
+    browser.screenshot("pipeline.png");
+    eprintln!(
+        "an_execution_goes_green_live_on_the_pipeline_page took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn approving_from_the_pipeline_page() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    create(
+        &controller,
+        dir.path(),
+        "gate",
+        &(r#"  - name: Review
+    actions:
+      - name: Release
+        actionTypeId: {category: Approval, owner: Sluice, provider: manual, version: "1"}
+"#
+        .to_string()
+            + &build_stage("Ship", "Publish", "echo shipped")),
+    );
+
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto("/#/pipelines/gate");
+    // Started with the page's own Start button; the page then shows that execution.
+    browser.click("[data-test=start-open]");
+    browser.click("[data-test=start-submit]");
+    let route = browser.poll("the route to name the new execution", async |c| {
+        let url = c.current_url().await.ok()?;
+        url.fragment()
+            .filter(|f| f.contains("execution="))
+            .map(str::to_string)
+    });
+    let id = route.rsplit('=').next().unwrap().to_string();
+    assert_eq!(browser.route(), route);
+    assert_eq!(controller.execution(&id)["pipelineName"], "gate");
+
+    // The approval waits; approve it with a comment.
+    browser.wait_contains(&action_status("Release"), "In progress");
+    let comment = "Checked staging, ship it";
+    browser.type_into(
+        "[data-test='action-Release'] [data-test=approval-comment]",
+        comment,
+    );
+    browser.click("[data-test='action-Release'] [data-test=approve]");
+
+    // It says who approved it, and the execution goes on to the end.
+    let decision = browser.wait_contains(
+        "[data-test='action-Release'] [data-test=approval-decision]",
+        "Approved by admin",
+    );
+    assert!(decision.contains(comment), "{decision}");
+    browser.wait_absent("[data-test=approval-comment]");
+    for stage in ["Review", "Ship"] {
+        browser.wait_contains(&stage_status(stage), "Succeeded");
+    }
+    browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+    let done = controller.wait_finished(&id, Duration::from_secs(20));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    let approval = &done["stages"][1]["actions"][0]["attempts"][0]["approval"];
+    assert_eq!(approval["decision"], "Approved", "{done:#}");
+    assert_eq!(approval["decidedBy"], "admin", "{done:#}");
+    assert_eq!(approval["comment"], comment, "{done:#}");
+    eprintln!(
+        "approving_from_the_pipeline_page took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn disabling_and_enabling_a_transition_from_the_pipeline_page() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    create(
+        &controller,
+        dir.path(),
+        "gated",
+        &(build_stage("Build", "Compile", "echo built")
+            + &build_stage("Ship", "Publish", "echo shipped")),
+    );
+
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto("/#/pipelines/gated");
+    let ship = "[data-test='stage-Ship'] [data-test=transition]";
+    browser.wait_contains(ship, "Transition enabled");
+    browser.type_into(
+        &format!("{ship} [data-test=transition-reason]"),
+        "release freeze",
+    );
+    browser.click(&format!("{ship} [data-test=transition-disable]"));
+    let transitions = wait_for(
+        "the transition into Ship to be disabled",
+        Duration::from_secs(10),
+        || {
+            let t = controller.json(&["pipeline", "transitions", "gated"]);
+            (t[0]["enabled"] == false).then_some(t)
+        },
+    );
+    assert_eq!(transitions[0]["stageName"], "Ship", "{transitions:#}");
+    assert_eq!(transitions[0]["enabled"], false, "{transitions:#}");
+    assert_eq!(
+        transitions[0]["reason"], "release freeze",
+        "{transitions:#}"
+    );
+    assert_eq!(transitions[0]["changedBy"], "admin", "{transitions:#}");
+
+    // The next execution waits in front of Ship.
+    let id = controller.start_pipeline("gated");
+    let waiting = wait_for(
+        "the execution to wait in front of Ship",
+        Duration::from_secs(20),
+        || {
+            let e = controller.execution(&id);
+            (e["waitingForStage"] == "Ship").then_some(e)
+        },
+    );
+    assert_eq!(waiting["status"], "InProgress", "{waiting:#}");
+    browser.wait_contains(
+        "[data-test=execution-bar]",
+        "the transition into stage Ship is disabled: release freeze",
+    );
+    browser.wait_contains(&stage_status("Build"), "Succeeded");
+    browser.wait_contains(&stage_status("Ship"), "Not started");
+    // The page shows the transition disabled, by whom and why.
+    let shown = browser.wait_contains(ship, "Transition disabled");
+    assert!(shown.contains("by admin"), "{shown}");
+    assert!(shown.contains("release freeze"), "{shown}");
+
+    // Enabled again, the execution goes on.
+    browser.click(&format!("{ship} [data-test=transition-enable]"));
+    browser.wait_contains(ship, "Transition enabled");
+    let done = controller.wait_finished(&id, Duration::from_secs(20));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    assert!(done["waitingForStage"].is_null(), "{done:#}");
+    browser.wait_contains(&stage_status("Ship"), "Succeeded");
+    browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+    let transitions = controller.json(&["pipeline", "transitions", "gated"]);
+    assert_eq!(transitions[0]["enabled"], true, "{transitions:#}");
+    eprintln!(
+        "disabling_and_enabling_a_transition_from_the_pipeline_page took {:?}",
+        started.elapsed()
+    );
+}
