@@ -10,11 +10,9 @@
 //! Every wait is an explicit poll of the page (or of the CLI) with a timeout.
 
 #![allow(clippy::unwrap_used)]
-// Killing chromedriver's process group (it and the Chromium it started) needs killpg.
-#![allow(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
@@ -32,12 +30,11 @@ const HEIGHT: u32 = 800;
 
 /// chromedriver, killed with everything it started (Chromium) when dropped.
 struct Driver {
-    child: Child,
+    _process: Process,
 }
 
 impl Driver {
     fn start(port: u16) -> Driver {
-        use std::os::unix::process::CommandExt;
         for path in [CHROMEDRIVER, CHROMIUM] {
             assert!(
                 Path::new(path).exists(),
@@ -45,36 +42,20 @@ impl Driver {
                  chromium-driver packages (apt-get install -y chromium chromium-driver)"
             );
         }
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {CHROMEDRIVER}: {e}"));
-        let driver = Driver { child };
+        let process = Process::spawn(
+            Command::new(CHROMEDRIVER)
+                .arg(format!("--port={port}"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        let driver = Driver { _process: process };
         wait_for("chromedriver to listen", TIMEOUT, || {
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .ok()
                 .map(|_| ())
         });
         driver
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // chromedriver leads its own process group (see `start`); never signal 0 or 1.
-        if pgid > 1 {
-            // SAFETY: killpg only sends a signal to the group chromedriver leads.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -339,43 +320,14 @@ fn controller(root: &Path) -> (Controller, Process) {
     start_with_agent(root, &["--admin-password", PASSWORD], 4)
 }
 
-/// Writes and creates a pipeline `name`: a Source stage (a directory snapshot)
-/// followed by `stages` (YAML list items).
-fn create(controller: &Controller, dir: &Path, name: &str, stages: &str) {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("index.html"), "<h1>hello</h1>\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-{stages}"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    controller.create_pipeline(&file);
-}
-
-/// A stage with one `commands` action.
-fn build_stage(stage: &str, action: &str, commands: &str) -> String {
-    format!(
-        r#"  - name: {stage}
-    actions:
-      - name: {action}
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "{commands}"}}
-        inputArtifacts: [Code]
-"#
-    )
+/// Writes and creates a pipeline `name`: a Source stage (a directory snapshot of an
+/// `index.html`) followed by `stages`.
+fn create(controller: &Controller, dir: &Path, stages: Pipeline) {
+    controller.create_pipeline(
+        &stages
+            .source_file("index.html", "<h1>hello</h1>\n")
+            .write(dir),
+    );
 }
 
 /// The status badge of stage `stage` on the pipeline page.
@@ -397,22 +349,21 @@ fn signing_in_and_out() {
     create(
         &controller,
         dir.path(),
-        "web-frontend",
-        &(build_stage("Build", "Compile", "echo built")
-            + &build_stage("Deploy", "Publish", "echo published")),
+        Pipeline::new("web-frontend")
+            .build("Build", "Compile", "echo built")
+            .build("Deploy", "Publish", "echo published"),
     );
     create(
         &controller,
         dir.path(),
-        "billing-api",
-        &(build_stage("Build", "Test", "echo 1 test failed; exit 1")
-            + &build_stage("Deploy", "Publish", "echo published")),
+        Pipeline::new("billing-api")
+            .build("Build", "Test", "echo 1 test failed; exit 1")
+            .build("Deploy", "Publish", "echo published"),
     );
     create(
         &controller,
         dir.path(),
-        "docs-site",
-        &build_stage("Build", "Render", "echo rendered"),
+        Pipeline::new("docs-site").build("Build", "Render", "echo rendered"),
     );
     let green = controller.start_pipeline("web-frontend");
     let red = controller.start_pipeline("billing-api");
@@ -473,9 +424,9 @@ fn an_execution_goes_green_live_on_the_pipeline_page() {
     create(
         &controller,
         dir.path(),
-        "web-frontend",
-        &(build_stage("Build", "Compile", "sleep 2; echo built 42 files")
-            + &build_stage("Deploy", "Publish", "echo published")),
+        Pipeline::new("web-frontend")
+            .build("Build", "Compile", "sleep 2; echo built 42 files")
+            .build("Deploy", "Publish", "echo published"),
     );
 
     let browser = Browser::open(&controller.url);
@@ -524,14 +475,15 @@ fn approving_from_the_pipeline_page() {
     create(
         &controller,
         dir.path(),
-        "gate",
-        &(r#"  - name: Review
+        Pipeline::new("gate")
+            .stage(
+                r#"  - name: Review
     actions:
       - name: Release
         actionTypeId: {category: Approval, owner: Sluice, provider: manual, version: "1"}
-"#
-        .to_string()
-            + &build_stage("Ship", "Publish", "echo shipped")),
+"#,
+            )
+            .build("Ship", "Publish", "echo shipped"),
     );
 
     let browser = Browser::open(&controller.url);
@@ -590,9 +542,9 @@ fn disabling_and_enabling_a_transition_from_the_pipeline_page() {
     create(
         &controller,
         dir.path(),
-        "gated",
-        &(build_stage("Build", "Compile", "echo built")
-            + &build_stage("Ship", "Publish", "echo shipped")),
+        Pipeline::new("gated")
+            .build("Build", "Compile", "echo built")
+            .build("Ship", "Publish", "echo shipped"),
     );
 
     let browser = Browser::open(&controller.url);
@@ -623,14 +575,7 @@ fn disabling_and_enabling_a_transition_from_the_pipeline_page() {
 
     // The next execution waits in front of Ship.
     let id = controller.start_pipeline("gated");
-    let waiting = wait_for(
-        "the execution to wait in front of Ship",
-        Duration::from_secs(20),
-        || {
-            let e = controller.execution(&id);
-            (e["waitingForStage"] == "Ship").then_some(e)
-        },
-    );
+    let waiting = controller.wait_waiting(&id, "Ship", Duration::from_secs(20));
     assert_eq!(waiting["status"], "InProgress", "{waiting:#}");
     browser.wait_contains(
         "[data-test=execution-bar]",
@@ -655,6 +600,141 @@ fn disabling_and_enabling_a_transition_from_the_pipeline_page() {
     assert_eq!(transitions[0]["enabled"], true, "{transitions:#}");
     eprintln!(
         "disabling_and_enabling_a_transition_from_the_pipeline_page took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn following_a_log_live_with_colours_search_and_line_links() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    // Lines arrive over a few seconds; one is red; the last comes after a pause.
+    create(
+        &controller,
+        dir.path(),
+        Pipeline::new("chatty").stage(
+            "  - name: Build
+    actions:
+      - name: Talk
+        actionTypeId: {category: Build, provider: commands}
+        inputArtifacts: [Code]
+        configuration:
+          Commands: |
+            for i in $(seq 1 30); do echo \"line $i\"; sleep 0.05; done
+            printf '\\033[31mred alert\\033[0m\\n'
+            sleep 3
+            echo finished-marker
+",
+        ),
+    );
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    let id = controller.start_pipeline("chatty");
+    let running = controller.wait_phase(&id, 1, "running", Duration::from_secs(30));
+    let attempt = running["stages"][1]["actions"][0]["attempts"][0]["id"].clone();
+    browser.goto(&format!("/#/executions/{id}?attempt={attempt}"));
+    browser.script("window.sluiceTestPage = 'kept'");
+    // The running attempt's log is tailed live: early lines, then the last one,
+    // without reloading the page.
+    browser.wait_contains("[data-test=log-view]", "line 3");
+    browser.wait_contains("[data-test=log-view]", "finished-marker");
+    assert_eq!(browser.script("return window.sluiceTestPage"), "kept");
+    // Colours are rendered, not shown as escape codes.
+    let colours = browser.script(
+        "const colour = (text) => {
+           const line = [...document.querySelectorAll('[data-test=log-line]')]
+             .find((l) => l.textContent.includes(text));
+           if (!line) return 'missing';
+           const spans = [...line.querySelectorAll('span')].filter((s) => s.textContent.includes(text));
+           const inner = spans[spans.length - 1] || line;
+           return getComputedStyle(inner).color;
+         };
+         return [colour('red alert'), colour('finished-marker')];",
+    );
+    let (red, plain) = (colours[0].as_str().unwrap(), colours[1].as_str().unwrap());
+    assert!(red.starts_with("rgb("), "{red}");
+    assert_ne!(red, plain, "the red line has the colour of a plain one");
+    let shown = browser.wait_contains("[data-test=log-view]", "red alert");
+    assert!(
+        !shown.contains("[31m") && !shown.contains('\u{1b}'),
+        "{shown}"
+    );
+    // Once the attempt ends, the log is complete.
+    browser.poll("the log to be complete", async |c| {
+        let view = c.find(Locator::Css("[data-test=log-view]")).await.ok()?;
+        let state = view.attr("data-log-state").await.ok()??;
+        (state == "complete").then_some(())
+    });
+    // Search finds matches and says how many.
+    browser.type_into("[data-test=log-search]", "line 1");
+    let count = browser.wait_text("[data-test=log-search-count]", "search count", |t| {
+        t.contains("match")
+    });
+    assert!(count.contains("11 matches"), "{count}");
+    // A line number is a link to that line.
+    browser.click("[data-test=log-line][data-line='2'] [data-test=log-line-number]");
+    let route = browser.route();
+    assert!(route.contains("line=2"), "{route}");
+    browser.screenshot("execution.png");
+    eprintln!(
+        "following_a_log_live_with_colours_search_and_line_links took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_failed_test_case_is_shown_with_its_message() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    let source = dir.path().join("reports-src");
+    std::fs::create_dir_all(source.join("reports")).unwrap();
+    std::fs::write(
+        source.join("reports").join("unit.xml"),
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuite name="cart" tests="3" failures="1" time="0.9">
+  <testcase classname="cart.Totals" name="adds_tax" time="0.2"/>
+  <testcase classname="cart.Totals" name="rounds_half_up" time="0.5">
+    <failure message="expected 10.05 but was 10.04">assertion failed at cart.rs:42</failure>
+  </testcase>
+  <testcase classname="cart.Totals" name="empty_cart" time="0.2"/>
+</testsuite>
+"#,
+    )
+    .unwrap();
+    controller.create_pipeline(
+        &Pipeline::new("cart")
+            .source_dir(&source)
+            .stage(
+                "  - name: Test
+    actions:
+      - name: Unit
+        actionTypeId: {category: Test, owner: Sluice, provider: junit, version: \"1\"}
+        inputArtifacts: [Code]
+        configuration: {ReportPaths: \"reports/*.xml\"}
+",
+            )
+            .write(dir.path()),
+    );
+    let id = controller.start_pipeline("cart");
+    let done = controller.wait_finished(&id, Duration::from_secs(60));
+    assert_eq!(done["status"], "Failed", "{done:#}");
+
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto(&format!("/#/executions/{id}"));
+    let totals = browser.wait_contains("[data-test=test-totals]", "3");
+    assert!(totals.contains("1"), "{totals}");
+    let failure = browser.wait_contains("[data-test=test-failure]", "rounds_half_up");
+    assert!(
+        failure.contains("expected 10.05 but was 10.04"),
+        "{failure}"
+    );
+    assert_eq!(browser.count("[data-test=test-failure]"), 1);
+    browser.screenshot("tests.png");
+    eprintln!(
+        "a_failed_test_case_is_shown_with_its_message took {:?}",
         started.elapsed()
     );
 }

@@ -11,25 +11,10 @@ use sluice_e2e::*;
 
 /// Source → Deploy (guarded by `condition`) → After.
 fn guarded(dir: &Path, name: &str, condition: &str) -> PathBuf {
-    let source = dir.join("src");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-variables:
-  - name: Env
-    defaultValue: staging
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Deploy
+    Pipeline::new(name)
+        .header("variables:\n  - name: Env\n    defaultValue: staging")
+        .stage(&format!(
+            r#"  - name: Deploy
     beforeEntry:
       conditions:
         - {condition}
@@ -38,48 +23,27 @@ stages:
         actionTypeId: {{category: Build, provider: commands}}
         configuration: {{Commands: "echo shipped"}}
         inputArtifacts: [Code]
-  - name: After
-    actions:
-      - name: Report
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo after"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
+"#
+        ))
+        .build("After", "Report", "echo after")
+        .write(dir)
 }
 
 const ENV_IS_PROD: &str = "rules: [{name: EnvIsProd, ruleTypeId: {category: Rule, owner: AWS, \
     provider: VariableCheck, version: \"1\"}, configuration: {Variable: \"#{variables.Env}\", \
     Value: prod, Operator: EQ}}]";
 
-fn start(controller: &Controller, name: &str, extra: &[&str]) -> String {
-    let mut cmd = controller.cli();
-    cmd.args(["pipeline", "start", name]).args(extra);
-    ok(&mut cmd).trim().to_string()
-}
-
-fn setup(dir: &Path) -> (Controller, Process) {
-    let controller = Controller::start(dir, 0, &[]);
-    controller.join_agent(&dir.join("agent"), "");
-    let agent = run_agent(&dir.join("agent"), 2);
-    (controller, agent)
-}
-
 #[test]
 fn a_variable_check_with_fail_blocks_staging_and_lets_prod_through() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     controller.create_pipeline(&guarded(
         dir.path(),
         "gated",
         &format!("{{result: FAIL, {ENV_IS_PROD}}}"),
     ));
 
-    let id = start(&controller, "gated", &[]);
+    let id = controller.start_pipeline_with("gated", &[]);
     let done = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(done["status"], "Failed", "{done:#}");
     let deploy = &done["stages"][1];
@@ -117,7 +81,7 @@ fn a_variable_check_with_fail_blocks_staging_and_lets_prod_through() {
     assert!(!out.status.success());
     assert!(stderr.contains("override-condition"), "{stderr}");
 
-    let id = start(&controller, "gated", &["--variable", "Env=prod"]);
+    let id = controller.start_pipeline_with("gated", &["--variable", "Env=prod"]);
     let done = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(done["status"], "Succeeded", "{done:#}");
     assert_eq!(done["stages"][1]["conditionStatus"], "Succeeded");
@@ -134,14 +98,14 @@ fn a_variable_check_with_fail_blocks_staging_and_lets_prod_through() {
 #[test]
 fn a_variable_check_with_skip_skips_the_stage_and_runs_the_next() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     controller.create_pipeline(&guarded(
         dir.path(),
         "skippy",
         &format!("{{result: SKIP, {ENV_IS_PROD}}}"),
     ));
 
-    let id = start(&controller, "skippy", &[]);
+    let id = controller.start_pipeline_with("skippy", &[]);
     let done = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(done["status"], "Succeeded", "{done:#}");
     let deploy = &done["stages"][1];
@@ -178,7 +142,7 @@ fn a_variable_check_with_skip_skips_the_stage_and_runs_the_next() {
 #[test]
 fn a_closed_deployment_window_fails_until_a_person_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     // Twelve hours from now (UTC): the window cannot be open during this test.
     let hour = (SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -194,7 +158,7 @@ fn a_closed_deployment_window_fails_until_a_person_overrides_it() {
     );
     controller.create_pipeline(&guarded(dir.path(), "windowed", &condition));
 
-    let id = start(&controller, "windowed", &[]);
+    let id = controller.start_pipeline_with("windowed", &[]);
     let failed = controller.wait_finished(&id, Duration::from_secs(60));
     assert_eq!(failed["status"], "Failed", "{failed:#}");
     assert_eq!(failed["stages"][1]["status"], "Failed");

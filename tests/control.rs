@@ -9,40 +9,11 @@ use std::time::Duration;
 use sluice_e2e::*;
 
 /// Source (directory) → Build (one `commands` action) → Ship (one `commands` action).
-fn three_stages(dir: &Path, build: &str) -> std::path::PathBuf {
-    let source = dir.join("src");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join("p.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: stoppable
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Work
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "{build}"}}
-        inputArtifacts: [Code]
-  - name: Ship
-    actions:
-      - name: Publish
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo shipped"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
+fn three_stages(dir: &Path, name: &str, build: &str) -> std::path::PathBuf {
+    Pipeline::new(name)
+        .build("Build", "Work", build)
+        .build("Ship", "Publish", "echo shipped")
+        .write(dir)
 }
 
 fn action(execution: &serde_json::Value, stage: usize) -> &serde_json::Value {
@@ -51,11 +22,7 @@ fn action(execution: &serde_json::Value, stage: usize) -> &serde_json::Value {
 
 /// Waits until the Build action runs on the agent.
 fn wait_running(controller: &Controller, id: &str) {
-    wait_for("the Build action to run", Duration::from_secs(60), || {
-        let e = controller.execution(id);
-        let attempt = action(&e, 1)["attempts"].as_array()?.last()?.clone();
-        (attempt["phase"] == "running").then_some(())
-    });
+    controller.wait_phase(id, 1, "running", Duration::from_secs(60));
 }
 
 /// Whether a process with `needle` in its command line is alive.
@@ -76,7 +43,11 @@ fn process_alive(needle: &str) -> bool {
 fn stop_and_wait_lets_running_actions_finish_and_starts_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    controller.create_pipeline(&three_stages(dir.path(), "sleep 2; echo built"));
+    controller.create_pipeline(&three_stages(
+        dir.path(),
+        "stoppable",
+        "sleep 2; echo built",
+    ));
 
     let id = controller.start_pipeline("stoppable");
     wait_running(&controller, &id);
@@ -126,6 +97,7 @@ fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
     );
     controller.create_pipeline(&three_stages(
         dir.path(),
+        "stoppable",
         &format!("sleep {marker}; echo never"),
     ));
 
@@ -152,16 +124,7 @@ fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
     );
 
     // The agent is free again and runs the next execution to the end.
-    controller.create_pipeline(&{
-        let other = dir.path().join("other");
-        std::fs::create_dir_all(&other).unwrap();
-        let file = three_stages(&other, "echo quick");
-        let text = std::fs::read_to_string(&file)
-            .unwrap()
-            .replace("name: stoppable", "name: quick");
-        std::fs::write(&file, text).unwrap();
-        file
-    });
+    controller.create_pipeline(&three_stages(dir.path(), "quick", "echo quick"));
     let next = controller.start_pipeline("quick");
     let next = controller.wait_finished(&next, Duration::from_secs(60));
     assert_eq!(next["status"], "Succeeded", "{next:#}");
@@ -171,52 +134,16 @@ fn abandon_marks_running_actions_abandoned_and_kills_their_processes() {
 fn a_start_overrides_variables_and_revisions_and_is_idempotent_with_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
-    let first = String::from_utf8(
-        std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .current_dir(&repo)
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_string();
-    std::fs::write(repo.join("v.txt"), "two\n").unwrap();
-    let status = std::process::Command::new("git")
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-        .args(["commit", "-qam", "Second"])
-        .current_dir(&repo)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let file = dir.path().join("vars.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r##"name: vars
-variables:
-  - {{name: Env, defaultValue: staging}}
-stages:
-  - name: Source
-    actions:
-      - name: Checkout
-        actionTypeId: {{category: Source, provider: git}}
-        namespace: Src
-        configuration: {{RepositoryPath: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Show
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo env=#{{variables.Env}} commit=#{{Src.CommitId}} file=$(cat v.txt)"}}
-        inputArtifacts: [Code]
-"##,
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let (repo, first, _) = two_commit_repo(&dir.path().join("repo"));
+    let file = Pipeline::new("vars")
+        .header("variables:\n  - {name: Env, defaultValue: staging}")
+        .git_source(&repo)
+        .build(
+            "Build",
+            "Show",
+            "echo env=#{variables.Env} commit=#{Src.CommitId} file=$(cat v.txt)",
+        )
+        .write(dir.path());
     controller.create_pipeline(&file);
 
     // The defaults: the branch head and the declared value.
@@ -224,12 +151,7 @@ stages:
     let plain = controller.wait_finished(&plain, Duration::from_secs(60));
     assert_eq!(plain["status"], "Succeeded", "{plain:#}");
     assert_eq!(plain["variables"]["Env"], "staging");
-    let log = ok(controller.cli().args([
-        "logs",
-        plain["id"].as_str().unwrap(),
-        "--action",
-        "Build/Show",
-    ]));
+    let log = controller.logs(plain["id"].as_str().unwrap(), "Build/Show");
     assert!(log.contains("env=staging commit="), "{log}");
     assert!(log.contains("file=two"), "{log}");
 
@@ -261,9 +183,7 @@ stages:
         checkout["resolvedConfiguration"]["CommitId"],
         first.as_str()
     );
-    let log = ok(controller
-        .cli()
-        .args(["logs", &id, "--action", "Build/Show"]));
+    let log = controller.logs(&id, "Build/Show");
     assert!(
         log.contains(&format!("env=prod commit={first} file=one")),
         "{log}"
@@ -294,22 +214,9 @@ stages:
 /// Source → Build with `Steady` (always succeeds) and `Flaky` (fails while `fail` exists)
 /// in parallel → Ship.
 fn retryable(dir: &Path, fail: &Path) -> std::path::PathBuf {
-    let source = dir.join("src");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join("retry.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: retryable
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
+    Pipeline::new("retryable")
+        .stage(&format!(
+            r#"  - name: Build
     actions:
       - name: Steady
         actionTypeId: {{category: Build, provider: commands}}
@@ -319,19 +226,11 @@ stages:
         actionTypeId: {{category: Build, provider: commands}}
         configuration: {{Commands: "test ! -e {}"}}
         inputArtifacts: [Code]
-  - name: Ship
-    actions:
-      - name: Publish
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo shipped"}}
-        inputArtifacts: [Code]
 "#,
-            source.display(),
             fail.display()
-        ),
-    )
-    .unwrap();
-    file
+        ))
+        .build("Ship", "Publish", "echo shipped")
+        .write(dir)
 }
 
 /// The attempts of an action in stage `stage` as (attempt number, status).
@@ -444,40 +343,11 @@ fn a_failed_stage_is_retried_with_the_same_execution_id_and_every_attempt_kept()
 
 /// Source → Build (`sleep SECONDS`) → Ship, in `mode`.
 fn modal(dir: &Path, name: &str, mode: &str, seconds: &str) -> std::path::PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-executionMode: {mode}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Work
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "sleep {seconds}"}}
-        inputArtifacts: [Code]
-  - name: Ship
-    actions:
-      - name: Publish
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo shipped"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
+    Pipeline::new(name)
+        .header(&format!("executionMode: {mode}"))
+        .build("Build", "Work", &format!("sleep {seconds}"))
+        .build("Ship", "Publish", "echo shipped")
+        .write(dir)
 }
 
 /// (start, finish) of the stage called `stage`.
@@ -496,14 +366,7 @@ fn stage_span(execution: &serde_json::Value, stage: &str) -> (i64, i64) {
 
 /// Waits until the execution waits in front of `stage`.
 fn wait_waiting(controller: &Controller, id: &str, stage: &str) -> serde_json::Value {
-    wait_for(
-        &format!("{id} to wait in front of {stage}"),
-        Duration::from_secs(60),
-        || {
-            let e = controller.execution(id);
-            (e["waitingForStage"] == stage).then_some(e)
-        },
-    )
+    controller.wait_waiting(id, stage, Duration::from_secs(60))
 }
 
 #[test]
@@ -589,14 +452,7 @@ fn superseded_mode_keeps_only_the_newest_waiting_execution() {
 
 /// Waits until the execution's stage `stage` has a running attempt.
 fn wait_running_in(controller: &Controller, id: &str, stage: usize) {
-    wait_for("an action to run", Duration::from_secs(60), || {
-        let e = controller.execution(id);
-        let attempt = e["stages"][stage]["actions"][0]["attempts"]
-            .as_array()?
-            .last()?
-            .clone();
-        (attempt["phase"] == "running").then_some(())
-    });
+    controller.wait_phase(id, stage, "running", Duration::from_secs(60));
 }
 
 #[test]
@@ -640,51 +496,18 @@ fn queued_mode_runs_every_execution_one_stage_at_a_time_and_parallel_overlaps() 
 
 /// An HTTP server on 127.0.0.1 that answers 200 and hands over each request body.
 fn receiver() -> (String, std::sync::mpsc::Receiver<String>) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/approvals", listener.local_addr().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
-        }
+    let url = http_receiver("/hooks/approvals", move |_, body| {
+        let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+        200
     });
     (url, rx)
 }
 
 fn approval_pipeline(dir: &Path, name: &str, notify: &str) -> std::path::PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Review
+    Pipeline::new(name)
+        .stage(&format!(
+            r#"  - name: Review
     actions:
       - name: Release
         actionTypeId: {{category: Approval, owner: Sluice, provider: manual, version: "1"}}
@@ -692,34 +515,15 @@ stages:
           NotificationUrl: "{notify}"
           CustomData: "Check the staging site first"
           ExternalEntityLink: "https://staging.example.com"
-  - name: Ship
-    actions:
-      - name: Publish
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo shipped"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
+"#
+        ))
+        .build("Ship", "Publish", "echo shipped")
+        .write(dir)
 }
 
 /// Waits until the Review/Release approval is pending.
 fn wait_approval(controller: &Controller, id: &str) -> serde_json::Value {
-    wait_for(
-        "the approval to be pending",
-        Duration::from_secs(60),
-        || {
-            let e = controller.execution(id);
-            let attempt = e["stages"][1]["actions"][0]["attempts"]
-                .as_array()?
-                .last()?
-                .clone();
-            (attempt["phase"] == "approval").then_some(e)
-        },
-    )
+    controller.wait_phase(id, 1, "approval", Duration::from_secs(60))
 }
 
 #[test]
@@ -854,7 +658,7 @@ fn an_update_while_running_cancels_the_old_execution_after_its_current_stage() {
         .unwrap()
         .replace("echo shipped", "echo shipped v2");
     std::fs::write(&file, text).unwrap();
-    ok(controller.cli().args(["pipeline", "update"]).arg(&file));
+    controller.update_pipeline(&file);
 
     let old = controller.wait_finished(&old, Duration::from_secs(60));
     assert_eq!(old["status"], "Cancelled", "{old:#}");

@@ -168,9 +168,7 @@ fn three_stage_pipeline_runs_on_two_agents() {
         .unwrap()
         .to_string();
     assert_eq!(commit.len(), 40);
-    let logs = ok(controller
-        .cli()
-        .args(["logs", &id, "--action", "Test/TestA"]));
+    let logs = controller.logs(&id, "Test/TestA");
     // The command saw the source's CommitId, resolved from #{Src.CommitId}.
     assert!(
         logs.contains(&format!("suite A passed at {commit}")),
@@ -214,18 +212,7 @@ fn agents_with_a_foreign_ca_no_certificate_or_a_used_token_are_refused() {
     // A token works once.
     let (token, fingerprint) = controller.join_token("", "10m");
     let join = |state: &str| {
-        run(sluice_agent()
-            .args([
-                "join",
-                "--controller",
-                &controller.url,
-                "--token",
-                &token,
-                "--ca-fingerprint",
-                &fingerprint,
-            ])
-            .arg("--state-dir")
-            .arg(dir.path().join(state)))
+        run(&mut controller.join_command(&token, &fingerprint, &dir.path().join(state)))
     };
     assert!(join("first").0.status.success());
     let (output, _, stderr) = join("second");
@@ -235,35 +222,15 @@ fn agents_with_a_foreign_ca_no_certificate_or_a_used_token_are_refused() {
     // An expired token is refused.
     let (expired, _) = controller.join_token("", "1s");
     std::thread::sleep(Duration::from_millis(1500));
-    let (output, _, stderr) = run(sluice_agent()
-        .args([
-            "join",
-            "--controller",
-            &controller.url,
-            "--token",
-            &expired,
-            "--ca-fingerprint",
-            &fingerprint,
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("third")));
+    let (output, _, stderr) =
+        run(&mut controller.join_command(&expired, &fingerprint, &dir.path().join("third")));
     assert!(!output.status.success());
     assert!(stderr.contains("expired"), "{stderr}");
 
     // A pinned fingerprint that does not match is refused before anything is sent.
     let (token2, _) = controller.join_token("", "10m");
-    let (output, _, stderr) = run(sluice_agent()
-        .args([
-            "join",
-            "--controller",
-            &controller.url,
-            "--token",
-            &token2,
-            "--ca-fingerprint",
-            &"0".repeat(64),
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("fourth")));
+    let (output, _, stderr) =
+        run(&mut controller.join_command(&token2, &"0".repeat(64), &dir.path().join("fourth")));
     assert!(!output.status.success());
     assert!(stderr.contains("fingerprint"), "{stderr}");
 
@@ -271,11 +238,7 @@ fn agents_with_a_foreign_ca_no_certificate_or_a_used_token_are_refused() {
     // the TLS handshake, and says so.
     let foreign = dir.path().join("foreign");
     other.join_agent(&foreign, "");
-    std::fs::copy(
-        controller.data_dir.join("tls/ca.crt"),
-        foreign.join("ca.crt"),
-    )
-    .unwrap();
+    std::fs::copy(controller.ca_file(), foreign.join("ca.crt")).unwrap();
     let identity = std::fs::read_to_string(foreign.join("agent.json")).unwrap();
     std::fs::write(
         foreign.join("agent.json"),
@@ -293,7 +256,7 @@ fn agents_with_a_foreign_ca_no_certificate_or_a_used_token_are_refused() {
     // A client with no certificate gets a clear 401 from the agent endpoint.
     let (output, stdout, _) = run(std::process::Command::new("curl")
         .args(["-s", "--http1.1", "-w", "\n%{http_code}", "--cacert"])
-        .arg(controller.data_dir.join("tls/ca.crt"))
+        .arg(controller.ca_file())
         .args([
             "-H",
             "Connection: Upgrade",
@@ -404,10 +367,8 @@ stages:
 fn a_controller_restarted_between_two_executions_keeps_both() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut controller = Controller::start(dir.path(), port, &["--heartbeat-interval", "500ms"]);
-    let state = dir.path().join("agent");
-    controller.join_agent(&state, "");
-    let _agent = run_agent(&state, 1);
+    let (mut controller, _agent) =
+        start_with_agent_on(dir.path(), port, &["--heartbeat-interval", "500ms"], 1);
     create_simple_pipeline(&controller, dir.path(), "cat a.txt");
     let first = controller.start_pipeline("simple");
     assert_eq!(
@@ -446,22 +407,15 @@ fn a_controller_restarted_between_two_executions_keeps_both() {
 #[test]
 fn an_agent_killed_mid_action_makes_the_action_fail_as_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(
+    let (controller, mut agent) = start_with_agent(
         dir.path(),
-        0,
         &["--lease-ttl", "3s", "--heartbeat-interval", "500ms"],
+        1,
     );
-    let state = dir.path().join("agent");
-    controller.join_agent(&state, "");
-    let mut agent = run_agent(&state, 1);
     create_simple_pipeline(&controller, dir.path(), "echo started; sleep 60");
     let id = controller.start_pipeline("simple");
 
-    wait_for("the build action to start", Duration::from_secs(60), || {
-        let e = controller.execution(&id);
-        let attempt = &e["stages"][1]["actions"][0]["attempts"][0];
-        (attempt["phase"] == "running").then_some(())
-    });
+    controller.wait_phase(&id, 1, "running", Duration::from_secs(60));
     agent.kill();
     let execution = controller.wait_finished(&id, Duration::from_secs(30));
     assert_eq!(execution["status"], "Failed");
@@ -549,10 +503,7 @@ fn an_action_no_agent_can_run_says_why_it_waits_and_runs_once_one_joins() {
 #[test]
 fn a_failed_action_fails_the_stage_after_its_in_flight_sibling_finishes() {
     let dir = tempfile::tempdir().unwrap();
-    let controller = Controller::start(dir.path(), 0, &[]);
-    let state = dir.path().join("agent");
-    controller.join_agent(&state, "");
-    let _agent = run_agent(&state, 2);
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let repo = git_repo(&dir.path().join("repo"), &[("a.txt", "a\n")]);
     let definition = dir.path().join("p.yaml");
     std::fs::write(
@@ -861,18 +812,7 @@ fn a_controller_can_serve_the_operators_own_certificate() {
 
     let (token, fingerprint) = controller.join_token("", "10m");
     let join = |token: &str, state: &str, server_ca: Option<&std::path::Path>| {
-        let mut cmd = sluice_agent();
-        cmd.args([
-            "join",
-            "--controller",
-            &controller.url,
-            "--token",
-            token,
-            "--ca-fingerprint",
-            &fingerprint,
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join(state));
+        let mut cmd = controller.join_command(token, &fingerprint, &dir.path().join(state));
         if let Some(ca) = server_ca {
             cmd.arg("--server-ca").arg(ca);
         }
@@ -914,9 +854,7 @@ fn a_flood_of_log_output_is_capped_with_a_visible_marker() {
     assert!((65536..70000).contains(&stored), "{stored}");
     // What arrived is exactly what the agent sent, marker included: the log is whole.
     assert_eq!(attempt["log"]["complete"], true);
-    let log = ok(controller
-        .cli()
-        .args(["logs", &id, "--action", "Build/Run"]));
+    let log = controller.logs(&id, "Build/Run");
     assert!(
         log.contains("[sluice] log truncated: this attempt wrote"),
         "{}",

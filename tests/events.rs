@@ -6,46 +6,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_e2e::*;
 
-/// Source (directory) → Build (one `commands` action).
-fn pipeline(dir: &Path, name: &str, commands: &str) -> PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Work
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "{commands}"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// What a successful run of [`pipeline`] produces, as "kind STATE name".
+/// What a successful run of [`source_and_build`] produces, as "kind STATE name".
 const SUCCEEDED: [&str; 10] = [
     "pipeline STARTED",
     "stage STARTED Source",
@@ -116,63 +84,26 @@ fn wait_events(controller: &Controller, execution: &str, count: usize) -> Vec<Va
     )
 }
 
-/// Where the controller's API is, how to trust it and the API token, for a raw client.
-#[derive(Clone)]
+/// Where the controller's API is, a fresh client trusting it and the API token, for
+/// one raw request (each on its own runtime).
 struct Endpoint {
     url: String,
-    ca_pem: Vec<u8>,
+    client: reqwest::Client,
     token: String,
 }
 
 fn endpoint(controller: &Controller) -> Endpoint {
-    let config = std::fs::read_to_string(&controller.config).unwrap();
-    let token = config
-        .lines()
-        .find_map(|l| l.strip_prefix("token = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string();
     Endpoint {
         url: controller.url.clone(),
-        ca_pem: std::fs::read(controller.data_dir.join("tls").join("ca.crt")).unwrap(),
-        token,
+        client: controller.https_client(),
+        token: controller.api_token(),
     }
 }
 
-impl Endpoint {
-    /// A reqwest client trusting only the controller's CA.
-    fn client(&self) -> reqwest::Client {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&self.ca_pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .build()
-            .unwrap()
-    }
-
-    /// GET returning (status, JSON body).
-    fn get_json(&self, path: &str, token: bool) -> (u16, Value) {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        runtime.block_on(async {
-            let mut request = self.client().get(format!("{}{path}", self.url));
-            if token {
-                request = request.bearer_auth(&self.token);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            (status, response.json().await.unwrap())
-        })
-    }
+/// GET returning (status, JSON body).
+fn get_json(api: &ApiClient, path: &str, token: bool) -> (u16, Value) {
+    let (status, _, body) = api.request("GET", path, token, None);
+    (status, serde_json::from_str(&body).unwrap())
 }
 
 /// One Server-Sent Event: id, event, data.
@@ -216,7 +147,7 @@ fn sse(
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let mut request = endpoint
-            .client()
+            .client
             .get(format!("{}/api/v1/events?{query}", endpoint.url))
             .bearer_auth(&endpoint.token);
         for (name, value) in headers {
@@ -253,44 +184,13 @@ type Deliveries = Arc<Mutex<Vec<(u16, Value)>>>;
 /// An HTTP server on 127.0.0.1 that answers 500 to the first `failures` requests and
 /// 200 after; it records (status answered, body) of each.
 fn webhook_receiver(failures: usize) -> (String, Deliveries) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/sluice", listener.local_addr().unwrap());
     let seen: Deliveries = Arc::default();
     let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let mut log = log.lock().unwrap();
-            let status = if log.len() < failures { 500 } else { 200 };
-            log.push((status, serde_json::from_slice(&body).unwrap()));
-            drop(log);
-            let reason = if status == 200 {
-                "OK"
-            } else {
-                "Internal Server Error"
-            };
-            let _ = stream.write_all(
-                format!(
-                    "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-        }
+    let url = http_receiver("/hooks/sluice", move |_, body| {
+        let mut log = log.lock().unwrap();
+        let status = if log.len() < failures { 500 } else { 200 };
+        log.push((status, serde_json::from_slice(&body).unwrap()));
+        status
     });
     (url, seen)
 }
@@ -300,8 +200,8 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let (hook, received) = webhook_receiver(2);
     let (controller, _agent) = start_with_agent(dir.path(), &["--event-webhook", &hook], 2);
-    controller.create_pipeline(&pipeline(dir.path(), "evented", "echo built"));
-    controller.create_pipeline(&pipeline(dir.path(), "broken", "echo no; exit 3"));
+    controller.create_pipeline(&source_and_build(dir.path(), "evented", "echo built"));
+    controller.create_pipeline(&source_and_build(dir.path(), "broken", "echo no; exit 3"));
 
     // A run that succeeds, read with `sluice events -o json`.
     let ok_id = controller.start_pipeline("evented");
@@ -348,9 +248,8 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
     );
 
     // The SSE endpoint, read raw: the same events, with id: and event: set.
-    let api = endpoint(&controller);
     let (status, content_type, raw) = sse(
-        &api,
+        &endpoint(&controller),
         &format!("execution={ok_id}&follow=false"),
         &[],
         |_| false,
@@ -369,7 +268,7 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
     // Resuming after the third event, with since= and with Last-Event-ID (which wins).
     let third = ids[2].to_string();
     let (_, _, rest) = sse(
-        &api,
+        &endpoint(&controller),
         &format!("execution={ok_id}&follow=false&since={third}"),
         &[],
         |_| false,
@@ -379,7 +278,7 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
         ids[3..].to_vec()
     );
     let (_, _, rest) = sse(
-        &api,
+        &endpoint(&controller),
         &format!("execution={ok_id}&follow=false&since=0"),
         &[("last-event-id", third.as_str())],
         |_| false,
@@ -396,7 +295,7 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
 
     // A live stream of one pipeline's events while a failing run happens.
     let stream = {
-        let api = api.clone();
+        let api = endpoint(&controller);
         std::thread::spawn(move || {
             sse(&api, "pipeline=broken", &[], |events| {
                 events.iter().any(|e| summary(&e.data) == "pipeline FAILED")
@@ -468,14 +367,15 @@ fn executions_produce_exact_event_sequences_over_cli_sse_and_webhook() {
     );
     // The body is the event as streamed: detail-type and id included.
     assert_eq!(ok_bodies[..SUCCEEDED.len()], events[..]);
-    let (status, hooks) = api.get_json("/api/v1/events/webhooks", true);
+    let api = ApiClient::new(&controller);
+    let (status, hooks) = get_json(&api, "/api/v1/events/webhooks", true);
     assert_eq!(status, 200);
     assert_eq!(hooks[0]["url"], hook.as_str());
     assert_eq!(hooks[0]["deliveredId"], *all.last().unwrap());
     assert_eq!(hooks[0]["failures"], 0);
 
     // Events are for API token holders only.
-    let (status, refused) = api.get_json("/api/v1/events?follow=false", false);
+    let (status, refused) = get_json(&api, "/api/v1/events?follow=false", false);
     assert_eq!(status, 401, "{refused}");
 }
 
@@ -493,11 +393,8 @@ fn a_restarted_controller_neither_loses_nor_repeats_events() {
     let (hook, received) = webhook_receiver(0);
     let port = free_port();
     let flags = ["--heartbeat-interval", "500ms", "--event-webhook", &hook];
-    let mut controller = Controller::start(dir.path(), port, &flags);
-    let state = dir.path().join("agent");
-    controller.join_agent(&state, "");
-    let _agent = run_agent(&state, 1);
-    controller.create_pipeline(&pipeline(dir.path(), "slow", "sleep 2; echo built"));
+    let (mut controller, _agent) = start_with_agent_on(dir.path(), port, &flags, 1);
+    controller.create_pipeline(&source_and_build(dir.path(), "slow", "sleep 2; echo built"));
     // A follower that must ride out both restarts.
     let mut follower = Follower::start(&controller, &["events", "--follow", "-o", "json"]);
 
@@ -656,36 +553,15 @@ type Signed = Arc<Mutex<Vec<(Option<String>, Vec<u8>)>>>;
 /// An HTTP server on 127.0.0.1 that answers 200 and keeps each request's signature
 /// header and raw body.
 fn signature_receiver() -> (String, Signed) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hooks/signed", listener.local_addr().unwrap());
     let seen: Signed = Arc::default();
     let log = seen.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { break };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let (mut length, mut signature) = (0usize, None);
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                let lower = line.to_ascii_lowercase();
-                if let Some(v) = lower.strip_prefix("content-length:") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-                if let Some(v) = lower.strip_prefix("x-sluice-signature-256:") {
-                    signature = Some(v.trim().to_string());
-                }
-            }
-            let mut body = vec![0u8; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            log.lock().unwrap().push((signature, body));
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        }
+    let url = http_receiver("/hooks/signed", move |headers, body| {
+        let signature = headers.iter().find_map(|h| {
+            h.strip_prefix("x-sluice-signature-256:")
+                .map(|v| v.trim().to_string())
+        });
+        log.lock().unwrap().push((signature, body));
+        200
     });
     (url, seen)
 }
@@ -700,11 +576,8 @@ fn webhook_deliveries_are_signed_with_the_named_secret_once_it_is_set() {
         "--event-webhook-secret",
         "EVENTS_KEY",
     ];
-    let controller = Controller::start(dir.path(), 0, &flags);
-    let state = dir.path().join("agent");
-    controller.join_agent(&state, "");
-    let _agent = run_agent(&state, 1);
-    controller.create_pipeline(&pipeline(dir.path(), "signed", "echo built"));
+    let (controller, _agent) = start_with_agent(dir.path(), &flags, 1);
+    controller.create_pipeline(&source_and_build(dir.path(), "signed", "echo built"));
     let id = controller.start_pipeline("signed");
     controller.wait_finished(&id, Duration::from_secs(60));
     // Until the secret is set, nothing is delivered unsigned.
@@ -739,46 +612,6 @@ fn webhook_deliveries_are_signed_with_the_named_secret_once_it_is_set() {
 }
 
 // ---- the sequences of stops, supersedes, approvals and rollbacks --------------------------
-
-/// A pipeline `name` with `header` (e.g. `executionMode: SUPERSEDED`) and a directory
-/// Source stage followed by `stages` (YAML list items, indented by two spaces).
-fn staged(dir: &Path, name: &str, header: &str, stages: &str) -> PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-{header}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-{stages}"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
-}
-
-/// A stage with one `commands` Build action.
-fn build_stage(stage: &str, action: &str, commands: &str) -> String {
-    format!(
-        r#"  - name: {stage}
-    actions:
-      - name: {action}
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "{commands}"}}
-        inputArtifacts: [Code]
-"#
-    )
-}
 
 /// The events of a Source stage that succeeded, after the pipeline's STARTED.
 const SOURCE_OK: [&str; 5] = [
@@ -835,19 +668,18 @@ fn wait_event(controller: &Controller, execution: &str, wanted: &str) {
 fn stop_and_wait_and_abandon_produce_stopping_then_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    let ship = build_stage("Ship", "Publish", "echo shipped");
-    controller.create_pipeline(&staged(
-        dir.path(),
-        "waits",
-        "",
-        &(build_stage("Build", "Work", "sleep 2; echo built") + &ship),
-    ));
-    controller.create_pipeline(&staged(
-        dir.path(),
-        "abandons",
-        "",
-        &(build_stage("Build", "Work", "sleep 60; echo never") + &ship),
-    ));
+    controller.create_pipeline(
+        &Pipeline::new("waits")
+            .build("Build", "Work", "sleep 2; echo built")
+            .build("Ship", "Publish", "echo shipped")
+            .write(dir.path()),
+    );
+    controller.create_pipeline(
+        &Pipeline::new("abandons")
+            .build("Build", "Work", "sleep 60; echo never")
+            .build("Ship", "Publish", "echo shipped")
+            .write(dir.path()),
+    );
 
     // Stop and wait: the running action ends on its own, then the stage and the
     // pipeline stop; Ship never starts.
@@ -912,21 +744,17 @@ fn stop_and_wait_and_abandon_produce_stopping_then_stopped() {
 fn an_execution_superseded_while_waiting_ends_with_superseded() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 4);
-    controller.create_pipeline(&staged(
-        dir.path(),
-        "sup",
-        "executionMode: SUPERSEDED",
-        &build_stage("Build", "Work", "sleep 3"),
-    ));
+    controller.create_pipeline(
+        &Pipeline::new("sup")
+            .header("executionMode: SUPERSEDED")
+            .build("Build", "Work", "sleep 3")
+            .write(dir.path()),
+    );
 
     let first = controller.start_pipeline("sup");
     wait_event(&controller, &first, "action STARTED Work");
     let second = controller.start_pipeline("sup");
-    wait_for(
-        "the second execution to wait in front of Build",
-        Duration::from_secs(30),
-        || (controller.execution(&second)["waitingForStage"] == "Build").then_some(()),
-    );
+    controller.wait_waiting(&second, "Build", Duration::from_secs(30));
     let third = controller.start_pipeline("sup");
 
     // The second one ends SUPERSEDED without a word about Build, which it never entered.
@@ -968,12 +796,12 @@ fn approvals_start_then_succeed_or_fail_their_stage_and_pipeline() {
       - name: Release
         actionTypeId: {category: Approval, owner: Sluice, provider: manual, version: "1"}
 "#;
-    controller.create_pipeline(&staged(
-        dir.path(),
-        "gate",
-        "",
-        &(review.to_string() + &build_stage("Ship", "Publish", "echo shipped")),
-    ));
+    controller.create_pipeline(
+        &Pipeline::new("gate")
+            .stage(review)
+            .build("Ship", "Publish", "echo shipped")
+            .write(dir.path()),
+    );
     let decide = |verb: &str, id: &str| {
         wait_event(&controller, id, "action STARTED Release");
         ok(controller.cli().args([
@@ -1055,12 +883,11 @@ fn approvals_start_then_succeed_or_fail_their_stage_and_pipeline() {
 fn a_rollback_execution_says_so_and_has_only_its_stage_events() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    controller.create_pipeline(&staged(
-        dir.path(),
-        "shop",
-        "",
-        &build_stage("Deploy", "Push", "echo deployed"),
-    ));
+    controller.create_pipeline(
+        &Pipeline::new("shop")
+            .build("Deploy", "Push", "echo deployed")
+            .write(dir.path()),
+    );
     let good = controller.start_pipeline("shop");
     assert_eq!(
         controller.wait_finished(&good, Duration::from_secs(60))["status"],

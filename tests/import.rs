@@ -240,15 +240,8 @@ fn imported_pipelines_are_created_and_run() {
     let id = controller.start_pipeline("shop");
     let execution = controller.wait_finished(&id, Duration::from_secs(180));
     assert_eq!(execution["status"], "Succeeded", "{execution:#}");
-    let commit = std::process::Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .current_dir(&repo)
-        .output()
-        .unwrap();
-    let commit = String::from_utf8(commit.stdout).unwrap();
-    let log = ok(controller
-        .cli()
-        .args(["logs", &id, "--action", "Build/Build"]));
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let log = controller.logs(&id, "Build/Build");
     assert!(
         log.contains(&format!("stage=prod commit={}", commit.trim())),
         "{log}"

@@ -5,96 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_e2e::*;
-
-/// A raw HTTPS client for one controller: its URL, its CA and the API token.
-struct Api {
-    url: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Api {
-    fn new(controller: &Controller) -> Api {
-        use rustls::pki_types::pem::PemObject;
-        let config = std::fs::read_to_string(&controller.config).unwrap();
-        let token = config
-            .lines()
-            .find_map(|l| l.strip_prefix("token = "))
-            .unwrap()
-            .trim_matches('"')
-            .to_string();
-        let pem = std::fs::read(controller.data_dir.join("tls").join("ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let client = {
-            let _guard = runtime.enter();
-            reqwest::Client::builder()
-                .use_preconfigured_tls(tls)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap()
-        };
-        Api {
-            url: controller.url.clone(),
-            token,
-            client,
-            runtime,
-        }
-    }
-
-    /// Sends a request; returns (status, content type, body). A `text/event-stream`
-    /// body is not read (the stream stays open).
-    fn send(
-        &self,
-        method: &str,
-        path: &str,
-        token: bool,
-        body: Option<(&str, Vec<u8>)>,
-    ) -> (u16, String, String) {
-        self.runtime.block_on(async {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let mut request = self.client.request(method, format!("{}{path}", self.url));
-            if token {
-                request = request.bearer_auth(&self.token);
-            }
-            if let Some((content_type, bytes)) = body {
-                request = request.header("content-type", content_type).body(bytes);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            if content_type.starts_with("text/event-stream") {
-                return (status, content_type, String::new());
-            }
-            (status, content_type, response.text().await.unwrap())
-        })
-    }
-
-    fn get(&self, path: &str, token: bool) -> (u16, String, String) {
-        self.send("GET", path, token, None)
-    }
-}
 
 /// One sample of the text format: name, labels, value.
 #[derive(Debug)]
@@ -187,8 +101,8 @@ fn sum(samples: &[Sample], name: &str) -> f64 {
         .sum()
 }
 
-fn metrics(api: &Api) -> Vec<Sample> {
-    let (status, content_type, text) = api.get("/metrics", true);
+fn metrics(api: &ApiClient) -> Vec<Sample> {
+    let (status, content_type, text) = api.request("GET", "/metrics", true, None);
     assert_eq!(status, 200, "{text}");
     assert!(
         content_type.starts_with("text/plain; version=0.0.4"),
@@ -201,12 +115,12 @@ fn metrics(api: &Api) -> Vec<Sample> {
 fn readyz_metrics_and_openapi_after_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &["--heartbeat-interval", "500ms"], 1);
-    let api = Api::new(&controller);
+    let api = ApiClient::new(&controller);
 
     // Liveness and readiness need no token.
-    let (status, _, body) = api.get("/healthz", false);
+    let (status, _, body) = api.request("GET", "/healthz", false, None);
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = api.get("/readyz", false);
+    let (status, _, body) = api.request("GET", "/readyz", false, None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
@@ -214,7 +128,7 @@ fn readyz_metrics_and_openapi_after_a_run() {
     );
 
     // Metrics need the API token.
-    let (status, _, body) = api.get("/metrics", false);
+    let (status, _, body) = api.request("GET", "/metrics", false, None);
     assert_eq!(status, 401, "{body}");
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["code"],
@@ -222,32 +136,9 @@ fn readyz_metrics_and_openapi_after_a_run() {
     );
 
     // A run on the agent.
-    let source = dir.path().join("src");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let definition = dir.path().join("ops.yaml");
-    std::fs::write(
-        &definition,
-        format!(
-            r#"name: ops
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Show
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "cat a.txt"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
+    let definition = Pipeline::new("ops")
+        .build("Build", "Show", "cat a.txt")
+        .write(dir.path());
     controller.create_pipeline(&definition);
     let id = controller.start_pipeline("ops");
     let finished = controller.wait_finished(&id, Duration::from_secs(120));
@@ -301,7 +192,7 @@ stages:
     assert!(value(&samples, "sluice_plugin_cache_misses_total", &[]).is_some());
 
     // The OpenAPI document: served without a token, the same as the file in the repo.
-    let (status, content_type, body) = api.get("/api/v1/openapi.json", false);
+    let (status, content_type, body) = api.request("GET", "/api/v1/openapi.json", false, None);
     assert_eq!(status, 200, "{body}");
     assert!(
         content_type.starts_with("application/json"),
@@ -337,7 +228,7 @@ stages:
                 "post" | "put" => Some(("application/json", b"{}".to_vec())),
                 _ => None,
             };
-            let (status, _, text) = api.send(&method.to_uppercase(), &concrete, true, body);
+            let (status, _, text) = api.request(&method.to_uppercase(), &concrete, true, body);
             let json: Option<Value> = serde_json::from_str(&text).ok();
             let router_404 = status == 404
                 && json

@@ -101,6 +101,16 @@ fn attempt<'a>(
     action["attempts"].as_array().unwrap().last().unwrap()
 }
 
+/// `sluice plugin install WASM --manifest MANIFEST`, to add grants to.
+fn install(c: &Controller, wasm: &Path, manifest: &Path) -> std::process::Command {
+    let mut cmd = c.cli();
+    cmd.args(["plugin", "install"])
+        .arg(wasm)
+        .arg("--manifest")
+        .arg(manifest);
+    cmd
+}
+
 const PROBE_STAGE: &str = "  - name: Probe
     actions:
       - name: Answer
@@ -116,23 +126,13 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
     let (wasm, manifest) = test_plugin("test-probe");
 
     // Asking for programs that are not granted: refused at install, naming them.
-    let (out, _, stderr) = run(c
-        .cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&manifest));
+    let (out, _, stderr) = run(&mut install(c, &wasm, &manifest));
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs program:sh"), "{stderr}");
     assert!(stderr.contains("--grant program:echo"), "{stderr}");
     // Granting what it does not ask for is refused too.
-    let (out, _, stderr) = run(c
-        .cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&manifest)
-        .args(["--grant-all", "--grant", "program:curl"]));
+    let (out, _, stderr) =
+        run(install(c, &wasm, &manifest).args(["--grant-all", "--grant", "program:curl"]));
     assert!(!out.status.success());
     assert!(
         stderr.contains("program:curl is granted, but plugin test-probe does not ask for it"),
@@ -140,13 +140,7 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
     );
 
     // Version 1 and version 2 side by side.
-    let shown = ok(c
-        .cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--grant-all"));
+    let shown = ok(install(c, &wasm, &manifest).arg("--grant-all"));
     assert!(
         shown.contains("Asks for: program:sh, program:echo, host:* (any you grant), secret:* (any you grant), env:* (any you grant)"),
         "{shown}"
@@ -160,12 +154,7 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
             .replace("version = \"1\"", "version = \"2\""),
     )
     .unwrap();
-    ok(c.cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&v2)
-        .args(["--grant", "program:sh", "--grant", "program:echo"]));
+    ok(install(c, &wasm, &v2).args(["--grant", "program:sh", "--grant", "program:echo"]));
     let versions = c.json(&["plugin", "show", "test-probe"]);
     let listed: Vec<&str> = versions
         .as_array()
@@ -264,12 +253,7 @@ fn secrets_reach_only_granted_plugins_and_leave_the_agent_masked() {
     let s = setup();
     let c = &s.controller;
     let (wasm, manifest) = test_plugin("test-probe");
-    ok(c.cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--grant-all"));
+    ok(install(c, &wasm, &manifest).arg("--grant-all"));
 
     // Set through standard input; listed by name only; encrypted at rest.
     let value = "s3cr3t-Value-42";
@@ -394,13 +378,7 @@ fn invoke_wasm_junit_and_a_plugin_of_the_previous_wit_version_run_in_pipelines()
             .replace("api_version = \"0.1.0\"", "api_version = \"0.2.0\""),
     )
     .unwrap();
-    let (out, _, stderr) = run(c
-        .cli()
-        .args(["plugin", "install"])
-        .arg(&legacy)
-        .arg("--manifest")
-        .arg(&lying)
-        .arg("--grant-all"));
+    let (out, _, stderr) = run(install(c, &legacy, &lying).arg("--grant-all"));
     assert!(!out.status.success());
     assert!(
         stderr.contains("its component is built for sluice:plugin@0.1.0, but plugin.toml says api_version \"0.2.0\""),
@@ -414,23 +392,13 @@ fn invoke_wasm_junit_and_a_plugin_of_the_previous_wit_version_run_in_pipelines()
             .replace("api_version = \"0.1.0\"", "api_version = \"0.9.0\""),
     )
     .unwrap();
-    let (out, _, stderr) = run(c
-        .cli()
-        .args(["plugin", "install"])
-        .arg(&legacy)
-        .arg("--manifest")
-        .arg(&future));
+    let (out, _, stderr) = run(&mut install(c, &legacy, &future));
     assert!(!out.status.success());
     assert!(
         stderr.contains("api_version \"0.9.0\" is not supported: this Sluice runs plugins built for sluice:plugin@0.1.0 or @0.2.0"),
         "{stderr}"
     );
-    ok(c.cli()
-        .args(["plugin", "install"])
-        .arg(&legacy)
-        .arg("--manifest")
-        .arg(&legacy_manifest)
-        .arg("--grant-all"));
+    ok(install(c, &legacy, &legacy_manifest).arg("--grant-all"));
 
     // The source carries a component for invoke-wasm and a JUnit report.
     let source = s.path().join("src");
@@ -596,12 +564,7 @@ fn hostile_plugins_fail_only_their_own_actions_while_the_agent_serves_others() {
     let s = setup();
     let c = &s.controller;
     let (wasm, manifest) = test_plugin("test-probe");
-    ok(c.cli()
-        .args(["plugin", "install"])
-        .arg(&wasm)
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--grant-all"));
+    ok(install(c, &wasm, &manifest).arg("--grant-all"));
     let source = s.path().join("src");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("a.txt"), "a\n").unwrap();

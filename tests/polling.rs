@@ -7,30 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use sluice_e2e::*;
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn executions(controller: &Controller, pipeline: &str) -> Vec<serde_json::Value> {
-    controller
-        .json(&["execution", "list", "--pipeline", pipeline])
-        .as_array()
-        .unwrap()
-        .clone()
-}
 
 #[test]
 fn polling_starts_one_run_per_new_commit_after_recording_the_first_head() {
@@ -41,30 +20,15 @@ fn polling_starts_one_run_per_new_commit_after_recording_the_first_head() {
     // Out of range intervals are refused at create, with their path.
     let file = dir.path().join("polled.yaml");
     let write = |interval: u32| {
-        std::fs::write(
-            &file,
-            format!(
-                r##"name: polled
-polling: {{intervalSeconds: {interval}}}
-stages:
-  - name: Source
-    actions:
-      - name: Checkout
-        actionTypeId: {{category: Source, provider: git}}
-        namespace: Src
-        configuration: {{RepositoryPath: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Show
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo commit=#{{Src.CommitId}} file=$(cat v.txt)"}}
-        inputArtifacts: [Code]
-"##,
-                repo.display()
-            ),
-        )
-        .unwrap();
+        Pipeline::new("polled")
+            .header(&format!("polling: {{intervalSeconds: {interval}}}"))
+            .git_source(&repo)
+            .build(
+                "Build",
+                "Show",
+                "echo commit=#{Src.CommitId} file=$(cat v.txt)",
+            )
+            .write(dir.path());
     };
     write(100_000);
     let (out, _, stderr) = run(controller.cli().args(["pipeline", "create"]).arg(&file));
@@ -94,13 +58,13 @@ stages:
         },
     );
     std::thread::sleep(Duration::from_secs(2));
-    assert!(executions(&controller, "polled").is_empty());
+    assert!(controller.executions("polled").is_empty());
 
     std::fs::write(repo.join("v.txt"), "two\n").unwrap();
     git(&repo, &["commit", "-qam", "Second"]);
     let second = git(&repo, &["rev-parse", "HEAD"]);
     let listed = wait_for("a polled run", Duration::from_secs(60), || {
-        let listed = executions(&controller, "polled");
+        let listed = controller.executions("polled");
         (!listed.is_empty()).then_some(listed)
     });
     let id = listed[0]["id"].as_str().unwrap();
@@ -113,14 +77,12 @@ stages:
         "{detail}"
     );
     assert!(detail.contains("Second"), "{detail}");
-    let log = ok(controller
-        .cli()
-        .args(["logs", id, "--action", "Build/Show"]));
+    let log = controller.logs(id, "Build/Show");
     assert!(log.contains(&format!("commit={second} file=two")), "{log}");
 
     // No new commit: no new run.
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(executions(&controller, "polled").len(), 1);
+    assert_eq!(controller.executions("polled").len(), 1);
 }
 
 /// The attempt phase of `action` in execution `id`, once it has an attempt.
@@ -148,7 +110,8 @@ fn recorded(controller: &Controller, pipeline: &str) -> Option<String> {
 }
 
 fn polled_runs(controller: &Controller, pipeline: &str) -> Vec<serde_json::Value> {
-    executions(controller, pipeline)
+    controller
+        .executions(pipeline)
         .into_iter()
         .filter(|e| e["triggerType"] == "PollForSourceChanges")
         .collect()
@@ -161,60 +124,23 @@ fn a_commit_a_run_started_by_hand_took_starts_no_polled_run() {
     // One slot, so that a blocker can hold the hand-started run's Source action queued
     // until the commit is in: the run surely checks it out, and polling surely sees it.
     let (controller, _agent) = start_with_agent(dir.path(), &["--min-poll-interval", "1s"], 1);
-    let file = dir.path().join("polled.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r##"name: polled
-polling: {{intervalSeconds: 1}}
-stages:
-  - name: Source
-    actions:
-      - name: Checkout
-        actionTypeId: {{category: Source, provider: git}}
-        namespace: Src
-        configuration: {{RepositoryPath: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Show
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo commit=#{{Src.CommitId}}"}}
-        inputArtifacts: [Code]
-"##,
-            repo.display()
-        ),
-    )
-    .unwrap();
+    let file = Pipeline::new("polled")
+        .header("polling: {intervalSeconds: 1}")
+        .git_source(&repo)
+        .build("Build", "Show", "echo commit=#{Src.CommitId}")
+        .write(dir.path());
     controller.create_pipeline(&file);
     let release = dir.path().join("release");
-    let blocker_src = dir.path().join("blocker-src");
-    std::fs::create_dir_all(&blocker_src).unwrap();
-    std::fs::write(blocker_src.join("a.txt"), "a\n").unwrap();
-    let blocker = dir.path().join("blocker.yaml");
-    std::fs::write(
-        &blocker,
-        format!(
-            r#"name: blocker
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Hold
-    actions:
-      - name: Wait
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "for i in $(seq 600); do test -e {} && exit 0; sleep 0.1; done; exit 1"}}
-        inputArtifacts: [Code]
-"#,
-            blocker_src.display(),
-            release.display()
-        ),
-    )
-    .unwrap();
+    let blocker = Pipeline::new("blocker")
+        .build(
+            "Hold",
+            "Wait",
+            &format!(
+                "for i in $(seq 600); do test -e {} && exit 0; sleep 0.1; done; exit 1",
+                release.display()
+            ),
+        )
+        .write(dir.path());
     controller.create_pipeline(&blocker);
 
     let first = git(&repo, &["rev-parse", "HEAD"]);
@@ -249,9 +175,7 @@ stages:
     let e = controller.wait_finished(&by_hand, Duration::from_secs(60));
     assert_eq!(e["status"], "Succeeded", "{e}");
     assert_eq!(e["triggerType"], "StartPipelineExecution", "{e}");
-    let log = ok(controller
-        .cli()
-        .args(["logs", &by_hand, "--action", "Build/Show"]));
+    let log = controller.logs(&by_hand, "Build/Show");
     assert!(log.contains(&format!("commit={second}")), "{log}");
     assert_eq!(
         controller.wait_finished(&held, Duration::from_secs(60))["status"],
@@ -266,7 +190,7 @@ stages:
     );
     std::thread::sleep(Duration::from_millis(2500));
     assert!(polled_runs(&controller, "polled").is_empty());
-    assert_eq!(executions(&controller, "polled").len(), 1);
+    assert_eq!(controller.executions("polled").len(), 1);
 
     // A commit no run took starts one polled run.
     std::fs::write(repo.join("v.txt"), "three\n").unwrap();
@@ -285,5 +209,5 @@ stages:
         "{detail}"
     );
     assert_eq!(polled_runs(&controller, "polled").len(), 1);
-    assert_eq!(executions(&controller, "polled").len(), 2);
+    assert_eq!(controller.executions("polled").len(), 2);
 }

@@ -10,43 +10,12 @@ use sluice_e2e::*;
 
 /// Source (directory) → Build (`commands`), with `triggers` YAML spliced in at the top.
 fn definition(dir: &Path, name: &str, source: &Path, triggers: &str) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r#"name: {name}
-executionMode: PARALLEL
-variables:
-  - name: Env
-    defaultValue: dev
-{triggers}
-stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Work
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo env=#{{variables.Env}}"}}
-        inputArtifacts: [Code]
-"#,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
-}
-
-fn executions(controller: &Controller, pipeline: &str) -> Vec<serde_json::Value> {
-    controller
-        .json(&["execution", "list", "--pipeline", pipeline])
-        .as_array()
-        .unwrap()
-        .clone()
+    Pipeline::new(name)
+        .header("executionMode: PARALLEL\nvariables:\n  - name: Env\n    defaultValue: dev")
+        .header(triggers)
+        .source_dir(source)
+        .build("Build", "Work", "echo env=#{variables.Env}")
+        .write(dir)
 }
 
 #[test]
@@ -81,7 +50,7 @@ fn a_schedule_starts_runs_until_it_is_removed_and_bad_crons_are_refused() {
     let file = definition(dir.path(), "ticking", &source, every_second);
     controller.create_pipeline(&file);
     let listed = wait_for("two scheduled runs", Duration::from_secs(30), || {
-        let listed = executions(&controller, "ticking");
+        let listed = controller.executions("ticking");
         (listed.len() >= 2).then_some(listed)
     });
     for summary in &listed {
@@ -95,20 +64,18 @@ fn a_schedule_starts_runs_until_it_is_removed_and_bad_crons_are_refused() {
     let id = listed.last().unwrap()["id"].as_str().unwrap();
     let e = controller.wait_finished(id, Duration::from_secs(60));
     assert_eq!(e["status"], "Succeeded", "{e}");
-    let log = ok(controller
-        .cli()
-        .args(["logs", id, "--action", "Build/Work"]));
+    let log = controller.logs(id, "Build/Work");
     assert!(log.contains("env=scheduled"), "{log}");
     let shown = ok(controller.cli().args(["execution", "get", id]));
     assert!(shown.contains("Schedule (cron * * * * * * UTC)"), "{shown}");
 
     // Removing the schedule stops it (definitions are re-read every 2 s).
     let file = definition(dir.path(), "ticking", &source, "");
-    ok(controller.cli().args(["pipeline", "update"]).arg(&file));
+    controller.update_pipeline(&file);
     std::thread::sleep(Duration::from_secs(4));
-    let before = executions(&controller, "ticking").len();
+    let before = controller.executions("ticking").len();
     std::thread::sleep(Duration::from_secs(4));
-    let after = executions(&controller, "ticking").len();
+    let after = controller.executions("ticking").len();
     assert_eq!(before, after, "the removed schedule still starts runs");
 }
 
@@ -142,7 +109,7 @@ fn writing_files_into_a_watched_directory_starts_one_run_after_the_debounce() {
     controller.create_pipeline(&file);
     // The watcher picks the definition up within 2 s.
     std::thread::sleep(Duration::from_secs(3));
-    assert!(executions(&controller, "watching").is_empty());
+    assert!(controller.executions("watching").is_empty());
 
     for i in 0..5 {
         std::fs::write(watched.join(format!("f{i}.txt")), format!("{i}\n")).unwrap();
@@ -150,7 +117,7 @@ fn writing_files_into_a_watched_directory_starts_one_run_after_the_debounce() {
     }
     let written = std::time::Instant::now();
     let listed = wait_for("a run after the changes", Duration::from_secs(60), || {
-        let listed = executions(&controller, "watching");
+        let listed = controller.executions("watching");
         (!listed.is_empty()).then_some(listed)
     });
     assert!(
@@ -159,7 +126,7 @@ fn writing_files_into_a_watched_directory_starts_one_run_after_the_debounce() {
     );
     // Quiet since: exactly one run.
     std::thread::sleep(Duration::from_secs(4));
-    let listed_again = executions(&controller, "watching");
+    let listed_again = controller.executions("watching");
     assert_eq!(listed_again.len(), 1, "{listed_again:?}");
     let id = listed[0]["id"].as_str().unwrap();
     let e = controller.wait_finished(id, Duration::from_secs(60));

@@ -13,26 +13,10 @@ use sluice_e2e::*;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn setup(dir: &Path) -> (Controller, Process) {
-    let controller = Controller::start(dir, 0, &[]);
-    controller.join_agent(&dir.join("agent"), "");
-    let agent = run_agent(&dir.join("agent"), 2);
-    (controller, agent)
-}
-
 fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let file = dir.join(name);
     std::fs::write(&file, text).unwrap();
     file
-}
-
-fn start(controller: &Controller, name: &str, extra: &[&str]) -> String {
-    ok(controller
-        .cli()
-        .args(["pipeline", "start", name])
-        .args(extra))
-    .trim()
-    .to_string()
 }
 
 fn attempts(stage: &Value, action: usize) -> Vec<Value> {
@@ -45,7 +29,7 @@ fn attempts(stage: &Value, action: usize) -> Vec<Value> {
 #[test]
 fn commands_rules_run_on_an_agent_and_a_failed_on_success_can_be_overridden() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let source = dir.path().join("src");
     std::fs::create_dir_all(&source).unwrap();
     std::fs::write(source.join("health.txt"), "degraded\n").unwrap();
@@ -103,7 +87,7 @@ stages:
     );
     controller.create_pipeline(&definition);
 
-    let id = start(&controller, "checked", &[]);
+    let id = controller.start_pipeline_with("checked", &[]);
     let done = controller.wait_finished(&id, MINUTE);
     assert_eq!(done["status"], "Failed", "{done:#}");
     let deploy = &done["stages"][1];
@@ -131,9 +115,7 @@ stages:
     );
     assert!(done["stages"][2]["status"].is_null(), "{done:#}");
     // The rule's log, with its variables resolved, is there like an action's.
-    let log = ok(controller
-        .cli()
-        .args(["logs", &id, "--action", "Deploy/onSuccess:Healthy"]));
+    let log = controller.logs(&id, "Deploy/onSuccess:Healthy");
     assert!(log.contains("checking for healthy"), "{log}");
     let text = ok(controller.cli().args(["execution", "get", &id]));
     assert!(
@@ -181,7 +163,7 @@ stages:
 
     // When the rule passes, the stage succeeds on its own.
     std::fs::write(source.join("health.txt"), "healthy\n").unwrap();
-    let id = start(&controller, "checked", &[]);
+    let id = controller.start_pipeline_with("checked", &[]);
     let done = controller.wait_finished(&id, MINUTE);
     assert_eq!(done["status"], "Succeeded", "{done:#}");
     assert_eq!(done["stages"][1]["onSuccessStatus"], "Succeeded");
@@ -195,7 +177,7 @@ stages:
 #[test]
 fn on_failure_retries_a_stage_once_automatically() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let counter = dir.path().join("tries");
     let source = dir.path().join("src");
     std::fs::create_dir_all(&source).unwrap();
@@ -239,7 +221,7 @@ stages:
     );
     controller.create_pipeline(&definition);
 
-    let id = start(&controller, "flaky", &[]);
+    let id = controller.start_pipeline_with("flaky", &[]);
     let done = controller.wait_finished(&id, MINUTE);
     assert_eq!(done["status"], "Succeeded", "{done:#}");
     let build = &done["stages"][1];
@@ -262,7 +244,7 @@ stages:
 
     // Once only: an action that needs a third try fails the execution after one retry.
     std::fs::remove_file(&counter).unwrap();
-    let id = start(&controller, "flaky", &["--variable", "Needed=3"]);
+    let id = controller.start_pipeline_with("flaky", &["--variable", "Needed=3"]);
     let done = controller.wait_finished(&id, MINUTE);
     assert_eq!(done["status"], "Failed", "{done:#}");
     let build = &done["stages"][1];
@@ -350,7 +332,7 @@ fn rollback_of(controller: &Controller, failed: &Value) -> Value {
 #[test]
 fn stages_roll_back_to_the_last_good_execution_automatically_and_by_hand() {
     let dir = tempfile::tempdir().unwrap();
-    let (controller, _agent) = setup(dir.path());
+    let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
     let source = dir.path().join("src");
     let live_dir = dir.path().join("live");
     std::fs::create_dir_all(&source).unwrap();
@@ -360,7 +342,7 @@ fn stages_roll_back_to_the_last_good_execution_automatically_and_by_hand() {
 
     // v1 goes live.
     version("v1");
-    let good = start(&controller, "shop", &["--variable", "Release=one"]);
+    let good = controller.start_pipeline_with("shop", &["--variable", "Release=one"]);
     let done = controller.wait_finished(&good, MINUTE);
     assert_eq!(done["status"], "Succeeded", "{done:#}");
     assert_eq!(done["executionType"], "STANDARD");
@@ -369,7 +351,7 @@ fn stages_roll_back_to_the_last_good_execution_automatically_and_by_hand() {
     // v2 deploys but fails its smoke test: onSuccess rolls the stage back to v1, with
     // v1's artifact and variables, in a new execution of type ROLLBACK.
     version("v2 broken");
-    let bad = start(&controller, "shop", &["--variable", "Release=two"]);
+    let bad = controller.start_pipeline_with("shop", &["--variable", "Release=two"]);
     let failed = controller.wait_finished(&bad, MINUTE);
     assert_eq!(failed["status"], "Failed", "{failed:#}");
     assert_eq!(failed["stages"][1]["onSuccessStatus"], "Failed");
@@ -402,13 +384,13 @@ fn stages_roll_back_to_the_last_good_execution_automatically_and_by_hand() {
 
     // v3 goes live; then its action crashes in v4: onFailure rolls back to v3.
     version("v3");
-    let third = start(&controller, "shop", &["--variable", "Release=three"]);
+    let third = controller.start_pipeline_with("shop", &["--variable", "Release=three"]);
     assert_eq!(
         controller.wait_finished(&third, MINUTE)["status"],
         "Succeeded"
     );
     version("v4 crash");
-    let crash = start(&controller, "shop", &[]);
+    let crash = controller.start_pipeline_with("shop", &[]);
     let failed = controller.wait_finished(&crash, MINUTE);
     assert_eq!(failed["status"], "Failed", "{failed:#}");
     assert_eq!(failed["stages"][1]["onFailureStatus"], "Succeeded");

@@ -14,58 +14,17 @@ use sluice_e2e::*;
 
 const PASSWORD: &str = "correct horse battery";
 
-struct Client {
-    client: reqwest::Client,
-    base: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-/// A response: status, headers, body bytes.
-type Answer = (StatusCode, reqwest::header::HeaderMap, Vec<u8>);
-
-impl Client {
-    fn new(controller: &Controller) -> Client {
-        Client {
-            client: controller.https_client(),
-            base: controller.url.clone(),
-            runtime: tokio::runtime::Runtime::new().unwrap(),
-        }
-    }
-
-    fn send(
-        &self,
-        method: Method,
-        path: &str,
-        auth: &[(&str, &str)],
-        body: Option<Value>,
-    ) -> Answer {
-        self.runtime.block_on(async {
-            let mut request = self.client.request(method, format!("{}{path}", self.base));
-            for (name, value) in auth {
-                request = request.header(*name, *value);
-            }
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let headers = response.headers().clone();
-            (status, headers, response.bytes().await.unwrap().to_vec())
-        })
-    }
-
-    /// Signs in as the admin; returns the cookie header value.
-    fn sign_in(&self) -> String {
-        let (status, headers, body) = self.send(
-            Method::POST,
-            "/api/v1/session",
-            &[],
-            Some(json!({"username": "admin", "password": PASSWORD})),
-        );
-        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
-        let set_cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
-        set_cookie.split(';').next().unwrap().to_string()
-    }
+/// Signs in as the admin; returns the cookie header value.
+fn sign_in(client: &ApiClient) -> String {
+    let (status, headers, body) = client.send_json(
+        Method::POST,
+        "/api/v1/session",
+        &[],
+        Some(json!({"username": "admin", "password": PASSWORD})),
+    );
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let set_cookie = headers.get("set-cookie").unwrap().to_str().unwrap();
+    set_cookie.split(';').next().unwrap().to_string()
 }
 
 fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
@@ -78,17 +37,6 @@ fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
 fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(body)))
-}
-
-/// The API token the CLI was configured with.
-fn api_token(controller: &Controller) -> String {
-    std::fs::read_to_string(&controller.config)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("token = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_string()
 }
 
 #[test]
@@ -112,12 +60,12 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
     let finished = controller.wait_finished(&id, Duration::from_secs(120));
     assert_eq!(finished["status"], "Succeeded", "{finished:#}");
 
-    let client = Client::new(&controller);
-    let cookie = client.sign_in();
+    let client = ApiClient::new(&controller);
+    let cookie = sign_in(&client);
     let signed_in = [("cookie", cookie.as_str())];
 
     // The execution as the page reads it names the artifact.
-    let (status, _, body) = client.send(
+    let (status, _, body) = client.send_json(
         Method::GET,
         &format!("/api/v1/executions/{id}"),
         &signed_in,
@@ -136,7 +84,7 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
 
     // The download is the stored tar, byte for byte, as an attachment.
     let path = format!("/api/v1/executions/{id}/artifacts/Code");
-    let (status, headers, tar) = client.send(Method::GET, &path, &signed_in, None);
+    let (status, headers, tar) = client.send_json(Method::GET, &path, &signed_in, None);
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&tar));
     assert_eq!(header(&headers, "content-type"), "application/x-tar");
     assert_eq!(
@@ -157,8 +105,8 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
     );
 
     // An API token works too; a percent-encoded name is decoded.
-    let token = format!("Bearer {}", api_token(&controller));
-    let (status, _, same) = client.send(
+    let token = format!("Bearer {}", controller.api_token());
+    let (status, _, same) = client.send_json(
         Method::GET,
         &format!("/api/v1/executions/{id}/artifacts/%43ode"),
         &[("authorization", token.as_str())],
@@ -168,7 +116,7 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
     assert_eq!(same, tar);
 
     // Unknown artifact, unknown execution: JSON 404s. No credentials: 401.
-    let (status, headers, body) = client.send(
+    let (status, headers, body) = client.send_json(
         Method::GET,
         &format!("/api/v1/executions/{id}/artifacts/Nope"),
         &signed_in,
@@ -182,7 +130,7 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
         error["message"].as_str().unwrap().contains("Nope"),
         "{error}"
     );
-    let (status, _, body) = client.send(
+    let (status, _, body) = client.send_json(
         Method::GET,
         "/api/v1/executions/00000000-0000-0000-0000-000000000000/artifacts/Code",
         &signed_in,
@@ -190,14 +138,14 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
     );
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(json_of(&body)["code"], "not_found");
-    let (status, _, body) = client.send(Method::GET, &path, &[], None);
+    let (status, _, body) = client.send_json(Method::GET, &path, &[], None);
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(json_of(&body)["code"], "unauthorized");
 
     // The log viewer's endpoint: the whole log of a finished attempt, marked complete.
     let attempt = &detail["stages"][1]["actions"][0]["attempts"][0];
     let attempt_id = attempt["id"].as_i64().unwrap();
-    let (status, headers, log) = client.send(
+    let (status, headers, log) = client.send_json(
         Method::GET,
         &format!("/api/v1/executions/{id}/logs/{attempt_id}?offset=0"),
         &signed_in,
@@ -215,7 +163,7 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
         ("/ui/log.js", "data-test=\"log-view\""),
         ("/ui/pages/execution.js", "data-test=\"timeline\""),
     ] {
-        let (status, headers, body) = client.send(Method::GET, file, &[], None);
+        let (status, headers, body) = client.send_json(Method::GET, file, &[], None);
         assert_eq!(status, StatusCode::OK, "{file}");
         assert!(
             header(&headers, "content-type").starts_with("text/javascript"),
@@ -226,7 +174,7 @@ fn artifacts_download_as_tars_and_the_execution_page_scripts_are_served() {
         assert!(text.contains(marker), "{file} lacks {marker}");
     }
     // The page imports the viewer by the path it is served under.
-    let (_, _, page) = client.send(Method::GET, "/ui/pages/execution.js", &[], None);
+    let (_, _, page) = client.send_json(Method::GET, "/ui/pages/execution.js", &[], None);
     assert!(
         String::from_utf8(page)
             .unwrap()

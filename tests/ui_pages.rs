@@ -7,60 +7,21 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_e2e::*;
 
-/// A raw HTTPS client for one controller: its URL, its CA and the API token.
-struct Api {
-    url: String,
-    token: String,
-    client: reqwest::Client,
-    runtime: tokio::runtime::Runtime,
-}
+/// An [`ApiClient`] making the requests these pages make.
+struct Api(ApiClient);
 
 impl Api {
     fn new(controller: &Controller) -> Api {
-        use rustls::pki_types::pem::PemObject;
-        let config = std::fs::read_to_string(&controller.config).unwrap();
-        let token = config
-            .lines()
-            .find_map(|l| l.strip_prefix("token = "))
-            .unwrap()
-            .trim_matches('"')
-            .to_string();
-        let pem = std::fs::read(controller.data_dir.join("tls").join("ca.crt")).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let client = {
-            let _guard = runtime.enter();
-            reqwest::Client::builder()
-                .use_preconfigured_tls(tls)
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap()
-        };
-        Api {
-            url: controller.url.clone(),
-            token,
-            client,
-            runtime,
-        }
+        Api(ApiClient::new(controller))
     }
 
-    /// Sends a request (with the API token if `token`); returns (status, content type, body).
+    /// Sends a request (with the API token if `token`) with an optional JSON body;
+    /// returns (status, content type, body).
     fn send(
         &self,
         method: &str,
@@ -68,27 +29,8 @@ impl Api {
         token: bool,
         body: Option<Value>,
     ) -> (u16, String, String) {
-        self.runtime.block_on(async {
-            let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-            let mut request = self.client.request(method, format!("{}{path}", self.url));
-            if token {
-                request = request.bearer_auth(&self.token);
-            }
-            if let Some(body) = body {
-                request = request
-                    .header("content-type", "application/json")
-                    .body(body.to_string());
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status().as_u16();
-            let content_type = response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            (status, content_type, response.text().await.unwrap())
-        })
+        let body = body.map(|b| ("application/json", b.to_string().into_bytes()));
+        self.0.request(method, path, token, body)
     }
 
     /// A GET with the token that must answer 200 with JSON.
@@ -109,45 +51,10 @@ impl Api {
     }
 }
 
-/// Source (directory) → Build: a `commands` action that runs `build`.
-fn pipeline(dir: &Path, name: &str, variables: &str, build: &str) -> PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r##"name: {name}
-{variables}stages:
-  - name: Source
-    actions:
-      - name: Snapshot
-        actionTypeId: {{category: Source, provider: directory}}
-        configuration: {{Path: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Work
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "{build}"}}
-        inputArtifacts: [Code]
-"##,
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
-}
-
 /// Starts `name` with `--variable` overrides and waits until it finishes.
 fn run_to_end(controller: &Controller, name: &str, variables: &[&str]) -> Value {
-    let mut cmd = controller.cli();
-    cmd.args(["pipeline", "start", name]);
-    for v in variables {
-        cmd.args(["--variable", v]);
-    }
-    let id = ok(&mut cmd).trim().to_string();
+    let extra: Vec<&str> = variables.iter().flat_map(|v| ["--variable", v]).collect();
+    let id = controller.start_pipeline_with(name, &extra);
     controller.wait_finished(&id, Duration::from_secs(60))
 }
 
@@ -155,13 +62,13 @@ fn run_to_end(controller: &Controller, name: &str, variables: &[&str]) -> Value 
 fn execution_list_filters_and_keyset_pages() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    controller.create_pipeline(&pipeline(
-        dir.path(),
-        "hist",
-        "variables:\n  - {name: Outcome, defaultValue: ok}\n",
-        "test #{variables.Outcome} = ok",
-    ));
-    controller.create_pipeline(&pipeline(dir.path(), "other", "", "true"));
+    controller.create_pipeline(
+        &Pipeline::new("hist")
+            .header("variables:\n  - {name: Outcome, defaultValue: ok}\n")
+            .build("Build", "Work", "test #{variables.Outcome} = ok")
+            .write(dir.path()),
+    );
+    controller.create_pipeline(&source_and_build(dir.path(), "other", "true"));
     let api = Api::new(&controller);
 
     // One at a time, so none supersedes another: 7 of `hist` (3 failing), 2 of `other`.
@@ -332,7 +239,7 @@ fn agents_list_their_work_and_join_tokens_join_new_agents() {
     assert!(first.get("certFingerprint").is_none(), "{first:#}");
 
     // Current work: an action running on it counts.
-    controller.create_pipeline(&pipeline(dir.path(), "slow", "", "sleep 4"));
+    controller.create_pipeline(&source_and_build(dir.path(), "slow", "sleep 4"));
     let id = controller.start_pipeline("slow");
     wait_for("the agent to hold work", Duration::from_secs(30), || {
         let agents = api.get("/api/v1/agents");
@@ -370,18 +277,7 @@ fn agents_list_their_work_and_join_tokens_join_new_agents() {
 
     // The command the page shows, run on "the new machine", joins an agent.
     let state = dir.path().join("agent-b");
-    ok(sluice_agent()
-        .args([
-            "join",
-            "--controller",
-            &controller.url,
-            "--token",
-            secret,
-            "--ca-fingerprint",
-            fingerprint,
-        ])
-        .arg("--state-dir")
-        .arg(&state));
+    ok(&mut controller.join_command(secret, fingerprint, &state));
     let joined = api.get("/api/v1/agents");
     let second = joined
         .as_array()
@@ -410,18 +306,8 @@ fn agents_list_their_work_and_join_tokens_join_new_agents() {
         },
     );
     // Single use.
-    let (_, _, stderr) = run(sluice_agent()
-        .args([
-            "join",
-            "--controller",
-            &controller.url,
-            "--token",
-            secret,
-            "--ca-fingerprint",
-            fingerprint,
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("agent-c")));
+    let (_, _, stderr) =
+        run(&mut controller.join_command(secret, fingerprint, &dir.path().join("agent-c")));
     assert!(stderr.contains("already used"), "{stderr}");
 
     // The form's mistakes, and no token.
@@ -516,19 +402,7 @@ fn plugins_list_capabilities_and_grants_and_the_pages_are_served() {
 
 /// Source (a directory) → Work (runs `command`).
 fn one_step(dir: &Path, name: &str, command: &str) -> PathBuf {
-    let source = dir.join(format!("{name}-src"));
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            "name: {name}\nstages:\n  - name: Source\n    actions:\n      - {{name: Snap, actionTypeId: {{category: Source, provider: directory}}, configuration: {{Path: {}}}, outputArtifacts: [Code]}}\n  - name: Work\n    actions:\n      - {{name: Run, actionTypeId: {{category: Build, provider: commands}}, configuration: {{Commands: '{command}'}}, inputArtifacts: [Code]}}\n",
-            source.display()
-        ),
-    )
-    .unwrap();
-    file
+    Pipeline::new(name).build("Work", "Run", command).write(dir)
 }
 
 #[test]
@@ -567,10 +441,7 @@ fn agents_can_be_drained_undrained_and_revoked() {
     // Revoked while it runs something: it is disconnected, the attempt fails at once,
     // and it stays revoked (its disconnection does not make it merely offline).
     let slow = controller.start_pipeline("slow");
-    wait_for("the slow action to run", Duration::from_secs(30), || {
-        let e = controller.execution(&slow);
-        (e["stages"][1]["actions"][0]["attempts"][0]["phase"] == "running").then_some(())
-    });
+    controller.wait_phase(&slow, 1, "running", Duration::from_secs(30));
     let revoked = controller.json(&["agent", "revoke", &id]);
     assert_eq!(revoked["state"], "revoked", "{revoked:#}");
     let failed = controller.wait_finished(&slow, Duration::from_secs(30));

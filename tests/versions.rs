@@ -53,9 +53,9 @@ fn three_versions(dir: &Path) -> Controller {
     std::fs::write(&file, definition("main", false)).unwrap();
     controller.create_pipeline(&file);
     std::fs::write(&file, definition("release", false)).unwrap();
-    ok(controller.cli().args(["pipeline", "update"]).arg(&file));
+    controller.update_pipeline(&file);
     std::fs::write(&file, definition("release", true)).unwrap();
-    ok(controller.cli().args(["pipeline", "update"]).arg(&file));
+    controller.update_pipeline(&file);
     controller
 }
 

@@ -13,18 +13,15 @@ use sluice_e2e::*;
 
 const PASSWORD: &str = "correct horse battery";
 
+/// What a browser sends: a cookie and a CSRF token, if it has them.
 struct Browser {
-    client: reqwest::Client,
-    base: String,
-    runtime: tokio::runtime::Runtime,
+    api: ApiClient,
 }
 
 impl Browser {
     fn new(controller: &Controller) -> Browser {
         Browser {
-            client: controller.https_client(),
-            base: controller.url.clone(),
-            runtime: tokio::runtime::Runtime::new().unwrap(),
+            api: ApiClient::new(controller),
         }
     }
 
@@ -38,22 +35,15 @@ impl Browser {
         csrf: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, reqwest::header::HeaderMap, String) {
-        self.runtime.block_on(async {
-            let mut request = self.client.request(method, format!("{}{path}", self.base));
-            if let Some(cookie) = cookie {
-                request = request.header("cookie", cookie);
-            }
-            if let Some(csrf) = csrf {
-                request = request.header("x-csrf-token", csrf);
-            }
-            if let Some(body) = body {
-                request = request.json(&body);
-            }
-            let response = request.send().await.unwrap();
-            let status = response.status();
-            let headers = response.headers().clone();
-            (status, headers, response.text().await.unwrap())
-        })
+        let mut headers = Vec::new();
+        if let Some(cookie) = cookie {
+            headers.push(("cookie", cookie));
+        }
+        if let Some(csrf) = csrf {
+            headers.push(("x-csrf-token", csrf));
+        }
+        let (status, headers, body) = self.api.send_json(method, path, &headers, body);
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
     }
 
     /// Signs in; returns the cookie pair (`sluice_session=...`), the Set-Cookie header
@@ -84,18 +74,9 @@ impl Browser {
 fn a_signed_in_session_is_a_secure_cookie_and_every_change_needs_its_csrf_token() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &["--admin-password", PASSWORD], 1);
-    let source = dir.path().join("src");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("a.txt"), "a\n").unwrap();
-    let definition = dir.path().join("web.yaml");
-    std::fs::write(
-        &definition,
-        format!(
-            "name: web\nstages:\n  - name: Source\n    actions:\n      - {{name: Snap, actionTypeId: {{category: Source, provider: directory}}, configuration: {{Path: {}}}, outputArtifacts: [Code]}}\n  - name: Build\n    actions:\n      - {{name: Make, actionTypeId: {{category: Build, provider: commands}}, configuration: {{Commands: 'true'}}, inputArtifacts: [Code]}}\n",
-            source.display()
-        ),
-    )
-    .unwrap();
+    let definition = Pipeline::new("web")
+        .build("Build", "Make", "true")
+        .write(dir.path());
     controller.create_pipeline(&definition);
     let browser = Browser::new(&controller);
 
@@ -245,16 +226,10 @@ fn the_ui_is_served_from_the_binary_with_security_headers_and_etags() {
             "{path} refers to another origin"
         );
         let etag = headers["etag"].to_str().unwrap().to_string();
-        let (again, _, _) = browser.runtime.block_on(async {
-            let r = browser
-                .client
-                .get(format!("{}{path}", browser.base))
-                .header("if-none-match", &etag)
-                .send()
-                .await
-                .unwrap();
-            (r.status(), (), ())
-        });
+        let (again, _, _) =
+            browser
+                .api
+                .send_raw(Method::GET, path, &[("if-none-match", &etag)], None);
         assert_eq!(again, StatusCode::NOT_MODIFIED, "{path}");
     }
     let (status, _, body) = browser.send(Method::GET, "/ui/nope.js", None, None, None);

@@ -7,44 +7,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use ring::hmac;
 use serde_json::{Value, json};
 use sluice_e2e::*;
-
-fn git(repo: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
-        .args(args)
-        .current_dir(repo)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
-fn client(controller: &Controller) -> reqwest::Client {
-    use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(controller.data_dir.join("tls").join("ca.crt")).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    reqwest::Client::builder()
-        .use_preconfigured_tls(tls)
-        .build()
-        .unwrap()
-}
 
 /// POSTs a body with headers; returns (status, JSON answer).
 fn post(
@@ -53,18 +20,17 @@ fn post(
     headers: &[(&str, String)],
     body: &Value,
 ) -> (u16, Value) {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let mut request = client(controller)
-            .post(format!("{}{path}", controller.url))
-            .body(serde_json::to_vec(body).unwrap());
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    })
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (status, _, answer) = ApiClient::new(controller).send_raw(
+        reqwest::Method::POST,
+        path,
+        &headers,
+        Some(serde_json::to_vec(body).unwrap()),
+    );
+    (
+        status.as_u16(),
+        serde_json::from_slice(&answer).unwrap_or(Value::Null),
+    )
 }
 
 fn sign(secret: &str, body: &Value) -> String {
@@ -100,48 +66,26 @@ fn deliveries(controller: &Controller, id: &str) -> Vec<Value> {
 }
 
 fn log_of(controller: &Controller, execution: &str) -> String {
-    ok(controller
-        .cli()
-        .args(["logs", execution, "--action", "Build/Show"]))
+    controller.logs(execution, "Build/Show")
 }
 
 fn pipeline_file(dir: &Path, name: &str, repo: &Path, triggers: &str) -> std::path::PathBuf {
-    let file = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &file,
-        format!(
-            r##"name: {name}
-stages:
-  - name: Source
-    actions:
-      - name: Checkout
-        actionTypeId: {{category: Source, provider: git}}
-        namespace: Src
-        configuration: {{RepositoryPath: {}}}
-        outputArtifacts: [Code]
-  - name: Build
-    actions:
-      - name: Show
-        actionTypeId: {{category: Build, provider: commands}}
-        configuration: {{Commands: "echo commit=#{{Src.CommitId}} file=$(cat v.txt)"}}
-        inputArtifacts: [Code]
-{triggers}"##,
-            repo.display()
-        ),
-    )
-    .unwrap();
-    file
+    Pipeline::new(name)
+        .header(triggers)
+        .git_source(repo)
+        .build(
+            "Build",
+            "Show",
+            "echo commit=#{Src.CommitId} file=$(cat v.txt)",
+        )
+        .write(dir)
 }
 
 #[test]
 fn webhooks_start_pipelines_for_matching_signed_git_events() {
     let dir = tempfile::tempdir().unwrap();
     let (controller, _agent) = start_with_agent(dir.path(), &[], 2);
-    let repo = git_repo(&dir.path().join("repo"), &[("v.txt", "one\n")]);
-    let first = git(&repo, &["rev-parse", "HEAD"]);
-    std::fs::write(repo.join("v.txt"), "two\n").unwrap();
-    git(&repo, &["commit", "-qam", "Second"]);
-    let second = git(&repo, &["rev-parse", "HEAD"]);
+    let (repo, first, second) = two_commit_repo(&dir.path().join("repo"));
 
     let triggers = "triggers:
   - providerType: CodeStarSourceConnection

@@ -119,7 +119,9 @@ pub struct Process {
 }
 
 impl Process {
-    fn spawn(cmd: &mut Command) -> Process {
+    /// Spawns `cmd` as the leader of a new process group, so that `kill` (and drop)
+    /// also ends everything it started.
+    pub fn spawn(cmd: &mut Command) -> Process {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
         Process {
@@ -190,7 +192,7 @@ impl Controller {
     /// An HTTPS client trusting only this controller's CA.
     pub fn https_client(&self) -> reqwest::Client {
         use rustls::pki_types::pem::PemObject;
-        let pem = std::fs::read(self.data_dir.join("tls").join("ca.crt")).unwrap();
+        let pem = std::fs::read(self.ca_file()).unwrap();
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
             roots.add(cert.unwrap()).unwrap();
@@ -206,6 +208,23 @@ impl Controller {
             .use_preconfigured_tls(tls)
             .build()
             .unwrap()
+    }
+
+    /// The controller's CA certificate (PEM), in its data dir.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("tls").join("ca.crt")
+    }
+
+    /// The API token the CLI was configured with (the `token = "..."` line of the
+    /// client config).
+    pub fn api_token(&self) -> String {
+        std::fs::read_to_string(&self.config)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("token = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_string()
     }
 
     /// Starts `sluice controller` on `port` (0: any) with extra flags.
@@ -273,21 +292,28 @@ impl Controller {
         )
     }
 
+    /// `sluice-agent join` against this controller with `token` and `fingerprint`,
+    /// into `state_dir` (not run yet).
+    pub fn join_command(&self, token: &str, fingerprint: &str, state_dir: &Path) -> Command {
+        let mut cmd = sluice_agent();
+        cmd.args([
+            "join",
+            "--controller",
+            &self.url,
+            "--token",
+            token,
+            "--ca-fingerprint",
+            fingerprint,
+        ])
+        .arg("--state-dir")
+        .arg(state_dir);
+        cmd
+    }
+
     /// Joins a new agent into `state_dir`.
     pub fn join_agent(&self, state_dir: &Path, labels: &str) {
         let (token, fingerprint) = self.join_token(labels, "10m");
-        ok(sluice_agent()
-            .args([
-                "join",
-                "--controller",
-                &self.url,
-                "--token",
-                &token,
-                "--ca-fingerprint",
-                &fingerprint,
-            ])
-            .arg("--state-dir")
-            .arg(state_dir));
+        ok(&mut self.join_command(&token, &fingerprint, state_dir));
     }
 
     /// `sluice pipeline create FILE`, which must succeed.
@@ -295,11 +321,36 @@ impl Controller {
         ok(self.cli().args(["pipeline", "create"]).arg(definition));
     }
 
+    /// `sluice pipeline update FILE`, which must succeed.
+    pub fn update_pipeline(&self, definition: &Path) {
+        ok(self.cli().args(["pipeline", "update"]).arg(definition));
+    }
+
     /// `sluice pipeline start NAME`; returns the execution id.
     pub fn start_pipeline(&self, name: &str) -> String {
-        ok(self.cli().args(["pipeline", "start", name]))
+        self.start_pipeline_with(name, &[])
+    }
+
+    /// `sluice pipeline start NAME` with `extra` arguments (such as `--variable K=V`);
+    /// returns the execution id.
+    pub fn start_pipeline_with(&self, name: &str, extra: &[&str]) -> String {
+        ok(self.cli().args(["pipeline", "start", name]).args(extra))
             .trim()
             .to_string()
+    }
+
+    /// The executions of `pipeline`, newest first, as `sluice execution list -o json`
+    /// shows them.
+    pub fn executions(&self, pipeline: &str) -> Vec<Value> {
+        self.json(&["execution", "list", "--pipeline", pipeline])
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    /// `sluice logs EXECUTION --action STAGE/ACTION`, which must succeed.
+    pub fn logs(&self, execution: &str, action: &str) -> String {
+        ok(self.cli().args(["logs", execution, "--action", action]))
     }
 
     /// The execution, as `sluice execution get -o json` shows it.
@@ -313,6 +364,36 @@ impl Controller {
             let e = self.execution(id);
             (e["status"] != "InProgress" && e["status"] != "Stopping").then_some(e)
         })
+    }
+
+    /// Waits until the latest attempt of the first action of stage number `stage` is in
+    /// `phase` (such as `running` or `approval`); returns the execution.
+    pub fn wait_phase(&self, id: &str, stage: usize, phase: &str, timeout: Duration) -> Value {
+        wait_for(
+            &format!("stage {stage} of {id} to be in phase {phase}"),
+            timeout,
+            || {
+                let e = self.execution(id);
+                let attempt = e["stages"][stage]["actions"][0]["attempts"]
+                    .as_array()?
+                    .last()?
+                    .clone();
+                (attempt["phase"] == phase).then_some(e)
+            },
+        )
+    }
+
+    /// Waits until the execution waits in front of the stage called `stage`; returns
+    /// the execution.
+    pub fn wait_waiting(&self, id: &str, stage: &str, timeout: Duration) -> Value {
+        wait_for(
+            &format!("{id} to wait in front of {stage}"),
+            timeout,
+            || {
+                let e = self.execution(id);
+                (e["waitingForStage"] == stage).then_some(e)
+            },
+        )
     }
 
     /// Kills the controller process.
@@ -333,7 +414,18 @@ impl Controller {
 /// A controller in `root` started with `flags`, and one agent (state dir
 /// `root/agent`) joined and running with `capacity`.
 pub fn start_with_agent(root: &Path, flags: &[&str], capacity: u32) -> (Controller, Process) {
-    let controller = Controller::start(root, 0, flags);
+    start_with_agent_on(root, 0, flags, capacity)
+}
+
+/// [`start_with_agent`] with the controller on `port` (0: any), for a test that
+/// restarts it on the same port.
+pub fn start_with_agent_on(
+    root: &Path,
+    port: u16,
+    flags: &[&str],
+    capacity: u32,
+) -> (Controller, Process) {
+    let controller = Controller::start(root, port, flags);
     let state = root.join("agent");
     controller.join_agent(&state, "");
     let agent = run_agent(&state, capacity);
@@ -398,4 +490,345 @@ pub fn git_repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 pub fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(std::fs::read(path).unwrap()))
+}
+
+/// Runs `git ARGS` in `repo` (committing as "T"), which must succeed; returns its
+/// trimmed stdout.
+pub fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(["-c", "user.name=T", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A git repository in `dir` whose `v.txt` says "one" in its first commit and "two"
+/// in its second ("Second", the head of `main`); returns (repo, first commit, second).
+pub fn two_commit_repo(dir: &Path) -> (PathBuf, String, String) {
+    let repo = git_repo(dir, &[("v.txt", "one\n")]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    std::fs::write(repo.join("v.txt"), "two\n").unwrap();
+    git(&repo, &["commit", "-qam", "Second"]);
+    let second = git(&repo, &["rev-parse", "HEAD"]);
+    (repo, first, second)
+}
+
+/// The pipeline definition most tests use: a Source stage followed by the stages added
+/// with [`Pipeline::build`] and [`Pipeline::stage`], written to `DIR/NAME.yaml`.
+///
+/// The Source stage has one action: by default `Snapshot` (provider `directory`) over
+/// a fresh directory `DIR/NAME-src` holding `a.txt`; with [`Pipeline::git_source`],
+/// `Checkout` (provider `git`, namespace `Src`). Either way its output artifact is
+/// `Code`, which the stages added with `build` take as input.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    name: String,
+    header: String,
+    source: Source,
+    stages: String,
+}
+
+/// Where a [`Pipeline`]'s Source stage takes its files from.
+#[derive(Clone, Debug)]
+enum Source {
+    /// A fresh `NAME-src` directory holding this one file (name, contents).
+    Fresh(String, String),
+    /// An existing directory, used as it is.
+    Directory(PathBuf),
+    /// A git repository.
+    Git(PathBuf),
+}
+
+impl Pipeline {
+    /// A pipeline called `name` with no stages after Source yet.
+    pub fn new(name: &str) -> Pipeline {
+        Pipeline {
+            name: name.to_string(),
+            header: String::new(),
+            source: Source::Fresh("a.txt".into(), "a\n".into()),
+            stages: String::new(),
+        }
+    }
+
+    /// Adds top-level YAML to put before `stages:` (such as `executionMode: QUEUED`,
+    /// `variables`, `triggers`).
+    pub fn header(mut self, yaml: &str) -> Pipeline {
+        self.header.push_str(yaml);
+        if !self.header.is_empty() && !self.header.ends_with('\n') {
+            self.header.push('\n');
+        }
+        self
+    }
+
+    /// The fresh source directory holds this file instead of `a.txt`.
+    pub fn source_file(mut self, name: &str, contents: &str) -> Pipeline {
+        self.source = Source::Fresh(name.to_string(), contents.to_string());
+        self
+    }
+
+    /// Snapshots the existing directory `path` instead of a fresh one.
+    pub fn source_dir(mut self, path: &Path) -> Pipeline {
+        self.source = Source::Directory(path.to_owned());
+        self
+    }
+
+    /// Checks out the git repository `repo` (action `Checkout`, namespace `Src`)
+    /// instead of snapshotting a directory.
+    pub fn git_source(mut self, repo: &Path) -> Pipeline {
+        self.source = Source::Git(repo.to_owned());
+        self
+    }
+
+    /// Adds stage `stage` with one Build action `action` (provider `commands`) that
+    /// runs `commands` (written in double quotes: no `"` or `\` in it) on `Code`.
+    pub fn build(self, stage: &str, action: &str, commands: &str) -> Pipeline {
+        let yaml = build_stage(stage, action, commands);
+        self.stage(&yaml)
+    }
+
+    /// Adds stages written as YAML list items (indented by two spaces).
+    pub fn stage(mut self, yaml: &str) -> Pipeline {
+        self.stages.push_str(yaml);
+        if !self.stages.ends_with('\n') {
+            self.stages.push('\n');
+        }
+        self
+    }
+
+    /// Writes `dir/NAME.yaml` (and the fresh source directory, if any); returns the
+    /// file's path.
+    pub fn write(&self, dir: &Path) -> PathBuf {
+        let name = &self.name;
+        let source = match &self.source {
+            Source::Fresh(file, contents) => {
+                let source = dir.join(format!("{name}-src"));
+                std::fs::create_dir_all(&source).unwrap();
+                std::fs::write(source.join(file), contents).unwrap();
+                snapshot(&source)
+            }
+            Source::Directory(path) => snapshot(path),
+            Source::Git(repo) => format!(
+                "      - name: Checkout
+        actionTypeId: {{category: Source, provider: git}}
+        namespace: Src
+        configuration: {{RepositoryPath: {}}}
+        outputArtifacts: [Code]
+",
+                repo.display()
+            ),
+        };
+        let file = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &file,
+            format!(
+                "name: {name}\n{}stages:\n  - name: Source\n    actions:\n{source}{}",
+                self.header, self.stages
+            ),
+        )
+        .unwrap();
+        file
+    }
+}
+
+/// YAML for a `directory` Source action `Snapshot` of `path` (output `Code`).
+fn snapshot(path: &Path) -> String {
+    format!(
+        "      - name: Snapshot
+        actionTypeId: {{category: Source, provider: directory}}
+        configuration: {{Path: {}}}
+        outputArtifacts: [Code]
+",
+        path.display()
+    )
+}
+
+/// YAML for a stage `stage` with one Build action `action` (provider `commands`)
+/// running `commands` on the `Code` artifact (see [`Pipeline::build`]).
+pub fn build_stage(stage: &str, action: &str, commands: &str) -> String {
+    format!(
+        r#"  - name: {stage}
+    actions:
+      - name: {action}
+        actionTypeId: {{category: Build, provider: commands}}
+        configuration: {{Commands: "{commands}"}}
+        inputArtifacts: [Code]
+"#
+    )
+}
+
+/// Writes the most common pipeline: a directory Source stage (`Snapshot` over a fresh
+/// `DIR/NAME-src` holding `a.txt`) and a `Build` stage whose one action `Work` runs
+/// `commands`. Returns the definition's path (`DIR/NAME.yaml`).
+pub fn source_and_build(dir: &Path, name: &str, commands: &str) -> PathBuf {
+    Pipeline::new(name)
+        .build("Build", "Work", commands)
+        .write(dir)
+}
+
+/// A response to an [`ApiClient`] request: status, headers and body.
+pub type Answer = (reqwest::StatusCode, reqwest::header::HeaderMap, Vec<u8>);
+
+/// A blocking HTTPS client for one controller: it trusts only the controller's CA,
+/// knows the CLI's API token and runs each request on its own runtime, with a 30 s
+/// timeout.
+pub struct ApiClient {
+    /// The controller's URL.
+    pub url: String,
+    /// The API token of the CLI's client config.
+    pub token: String,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ApiClient {
+    /// A client for `controller`.
+    pub fn new(controller: &Controller) -> ApiClient {
+        ApiClient {
+            url: controller.url.clone(),
+            token: controller.api_token(),
+            client: controller.https_client(),
+            runtime: tokio::runtime::Runtime::new().unwrap(),
+        }
+    }
+
+    /// Sends `method path` with `headers` and a raw `body` (its content type, if any,
+    /// among the headers). A `text/event-stream` body is not read (the stream stays
+    /// open): the answer's body is empty.
+    pub fn send_raw(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Answer {
+        self.runtime.block_on(async {
+            let mut request = self
+                .client
+                .request(method, format!("{}{path}", self.url))
+                .timeout(Duration::from_secs(30));
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
+            if let Some(body) = body {
+                request = request.body(body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let headers = response.headers().clone();
+            let streaming = headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            if streaming {
+                return (status, headers, Vec::new());
+            }
+            (status, headers, response.bytes().await.unwrap().to_vec())
+        })
+    }
+
+    /// Sends `method path` with `headers` and, if given, a JSON body (with its content
+    /// type).
+    pub fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut headers = headers.to_vec();
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
+        }
+        self.send_raw(
+            method,
+            path,
+            &headers,
+            body.map(|b| b.to_string().into_bytes()),
+        )
+    }
+
+    /// Sends `method path` (with the API token if `token`) and a body given as (content
+    /// type, bytes); returns the status, the content type and the body as text.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: bool,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> (u16, String, String) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let bearer = format!("Bearer {}", self.token);
+        let mut headers = Vec::new();
+        if token {
+            headers.push(("authorization", bearer.as_str()));
+        }
+        let (content_type, bytes) = match body {
+            Some((content_type, bytes)) => (Some(content_type), Some(bytes)),
+            None => (None, None),
+        };
+        if let Some(content_type) = content_type {
+            headers.push(("content-type", content_type));
+        }
+        let (status, headers, body) = self.send_raw(method, path, &headers, bytes);
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (
+            status.as_u16(),
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+}
+
+/// An HTTP server on 127.0.0.1 whose URL path is `path`: it calls `handle` with each
+/// request's header lines (lower-cased) and body, and answers with the status `handle`
+/// returns and no body. A request whose body cannot be read whole gets no answer.
+/// Returns the server's URL.
+pub fn http_receiver(
+    path: &str,
+    mut handle: impl FnMut(&[String], Vec<u8>) -> u16 + Send + 'static,
+) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}{path}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { break };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let (mut headers, mut length) = (Vec::new(), 0usize);
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                let line = line.to_ascii_lowercase();
+                if let Some(v) = line.strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                headers.push(line.trim_end().to_string());
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let status = handle(&headers, body);
+            let reason = reqwest::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let _ = stream.write_all(
+                format!(
+                    "HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    });
+    url
 }
