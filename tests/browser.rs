@@ -128,15 +128,20 @@ impl Browser {
     /// Sizes the window so the page's viewport (what a screenshot shows) is
     /// WIDTH x HEIGHT: headless Chromium still subtracts room for its toolbars.
     fn size_viewport(&self) {
+        self.resize_viewport(WIDTH, HEIGHT);
+    }
+
+    /// Sizes the window so the page's viewport is `width` x `height`.
+    fn resize_viewport(&self, width: u32, height: u32) {
         self.block(async |c| {
-            c.set_window_size(WIDTH, HEIGHT).await.unwrap();
+            c.set_window_size(width, height).await.unwrap();
             let inner = c
                 .execute("return [window.innerWidth, window.innerHeight]", vec![])
                 .await
                 .unwrap();
             let inner = |i: usize| inner[i].as_u64().unwrap() as u32;
-            let (width, height) = (2 * WIDTH - inner(0), 2 * HEIGHT - inner(1));
-            c.set_window_size(width, height).await.unwrap();
+            let (outer_w, outer_h) = (2 * width - inner(0), 2 * height - inner(1));
+            c.set_window_size(outer_w, outer_h).await.unwrap();
         });
     }
 
@@ -277,7 +282,12 @@ impl Browser {
         // The IHDR chunk: width and height, big-endian, at bytes 16..24.
         let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
         let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
-        assert_eq!((width, height), (WIDTH, HEIGHT), "screenshot {name}");
+        let viewport = self.script("return [window.innerWidth, window.innerHeight]");
+        let expected = (
+            viewport[0].as_u64().unwrap() as u32,
+            viewport[1].as_u64().unwrap() as u32,
+        );
+        assert_eq!((width, height), expected, "screenshot {name}");
         let dir = screenshots_dir();
         std::fs::create_dir_all(&dir).unwrap();
         // Written whole then renamed, so a concurrent reader never sees half a PNG.
@@ -737,4 +747,88 @@ fn a_failed_test_case_is_shown_with_its_message() {
         "a_failed_test_case_is_shown_with_its_message took {:?}",
         started.elapsed()
     );
+}
+
+#[test]
+fn the_pages_work_by_keyboard_and_at_phone_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    create(
+        &controller,
+        dir.path(),
+        Pipeline::new("mobile-shop")
+            .build("Build", "Compile", "echo built")
+            .build("Deploy", "Publish", "echo published"),
+    );
+    let id = controller.start_pipeline("mobile-shop");
+    assert_eq!(
+        controller.wait_finished(&id, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+    let browser = Browser::open(&controller.url);
+    // Sign in with the keyboard only: the password field has the focus, Enter submits.
+    browser.goto("/");
+    browser.wait_present("[data-test=signin-form]");
+    browser.block(async |c| {
+        let focused = c.active_element().await.unwrap();
+        assert_eq!(
+            focused.attr("name").await.unwrap().as_deref(),
+            Some("password")
+        );
+        focused
+            .send_keys(&format!("{PASSWORD}\u{E007}"))
+            .await
+            .unwrap();
+    });
+    browser.wait_text("[data-test=user]", "admin", |t| t == "admin");
+    // Tab reaches the pipeline's link; Enter opens it.
+    let reached = browser.block(async |c| {
+        for _ in 0..40 {
+            let focused = c.active_element().await.unwrap();
+            if focused.text().await.unwrap_or_default() == "mobile-shop" {
+                focused.send_keys("\u{E007}").await.unwrap();
+                return true;
+            }
+            focused.send_keys("\u{E004}").await.unwrap();
+        }
+        false
+    });
+    assert!(reached, "Tab never reached the pipeline's link");
+    browser.wait_contains(&stage_status("Deploy"), "Succeeded");
+    assert!(
+        browser.route().starts_with("/pipelines/mobile-shop"),
+        "{}",
+        browser.route()
+    );
+
+    // At phone width nothing sticks out sideways, on the overview and the pipeline.
+    browser.resize_viewport(390, 844);
+    for path in [
+        "/#/",
+        "/#/pipelines/mobile-shop",
+        &format!("/#/executions/{id}"),
+    ] {
+        browser.goto(path);
+        browser.wait_present("main .page");
+        std::thread::sleep(Duration::from_millis(300));
+        let overflow = browser.script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth",
+        );
+        // What sticks out, to say so if anything does.
+        let culprits = browser.script(
+            "const w = document.documentElement.clientWidth;
+             return [...document.querySelectorAll('body *')]
+               .filter((e) => e.getBoundingClientRect().right > w + 1)
+               .filter((e) => !e.parentElement || e.parentElement.getBoundingClientRect().right <= w + 1)
+               .slice(0, 5)
+               .map((e) => `${e.tagName}.${e.className} (${Math.round(e.getBoundingClientRect().right)} px)`);",
+        );
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{path} overflows by {overflow} px at 390 px: {culprits}"
+        );
+    }
+    browser.goto("/#/pipelines/mobile-shop");
+    browser.wait_contains(&stage_status("Deploy"), "Succeeded");
+    browser.screenshot("phone.png");
 }

@@ -414,7 +414,11 @@ impl Api {
             if !["InProgress", "Stopping"].contains(&status) {
                 return Ok(status.to_string());
             }
-            ensure!(start.elapsed() < TIMEOUT, "execution {id} did not finish");
+            // Generous: a fresh agent first compiles its plugins, and the machine may be busy.
+            ensure!(
+                start.elapsed() < 6 * TIMEOUT,
+                "execution {id} did not finish: {e}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
