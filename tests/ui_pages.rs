@@ -442,6 +442,11 @@ fn agents_can_be_drained_undrained_and_revoked() {
     // and it stays revoked (its disconnection does not make it merely offline).
     let slow = controller.start_pipeline("slow");
     controller.wait_phase(&slow, 1, "running", Duration::from_secs(30));
+    // The agent list says what it runs.
+    let work = controller.json(&["agent", "list"])[0]["work"].clone();
+    assert_eq!(work[0]["pipelineName"], "slow", "{work:#}");
+    assert_eq!(work[0]["executionId"], slow.as_str(), "{work:#}");
+    assert_eq!(work[0]["phase"], "running", "{work:#}");
     let revoked = controller.json(&["agent", "revoke", &id]);
     assert_eq!(revoked["state"], "revoked", "{revoked:#}");
     let failed = controller.wait_finished(&slow, Duration::from_secs(30));

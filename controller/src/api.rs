@@ -994,6 +994,19 @@ struct AgentView {
     #[serde(flatten)]
     agent: AgentRow,
     running: usize,
+    /// What it holds now: each attempt with its pipeline, execution, stage and action.
+    work: Vec<AgentWork>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AgentWork {
+    attempt_id: i64,
+    execution_id: String,
+    pipeline_name: String,
+    stage_index: i64,
+    action_name: String,
+    phase: String,
 }
 
 enum AgentControl {
@@ -1012,17 +1025,35 @@ fn agent_control(s: ApiState, id: &str, control: AgentControl) -> ApiResult {
 }
 
 fn list_agents(s: ApiState) -> ApiResult {
-    let activity = s.engine.agent_activity();
-    let agents: Vec<AgentView> = s
-        .engine
-        .store()
-        .list_agents()?
-        .into_iter()
-        .map(|agent| AgentView {
-            running: activity.get(&agent.id).copied().unwrap_or(0),
+    let store = s.engine.store();
+    let mut held = s.engine.agent_work();
+    let mut agents = Vec::new();
+    for agent in store.list_agents()? {
+        let ids = held.remove(&agent.id).unwrap_or_default();
+        let mut work = Vec::new();
+        for id in &ids {
+            // An attempt that ended between the two reads is simply not listed.
+            let Ok(attempt) = store.attempt(*id) else {
+                continue;
+            };
+            let Ok(execution) = store.execution(&attempt.execution_id) else {
+                continue;
+            };
+            work.push(AgentWork {
+                attempt_id: attempt.id,
+                execution_id: attempt.execution_id,
+                pipeline_name: execution.pipeline_name,
+                stage_index: attempt.stage_index,
+                action_name: attempt.action_name,
+                phase: attempt.phase,
+            });
+        }
+        agents.push(AgentView {
+            running: ids.len(),
+            work,
             agent,
-        })
-        .collect();
+        });
+    }
     json(StatusCode::OK, &agents)
 }
 

@@ -2599,6 +2599,19 @@ impl Engine {
             .map(|(id, s)| (id.clone(), s.held.len()))
             .collect()
     }
+
+    /// The attempts each connected agent holds (offered or running), by agent id.
+    pub fn agent_work(&self) -> HashMap<String, Vec<i64>> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(id, s)| {
+                let mut held: Vec<i64> = s.held.iter().copied().collect();
+                held.sort_unstable();
+                (id.clone(), held)
+            })
+            .collect()
+    }
 }
 
 /// Where the stage called `name` is in a pipeline version, or an error listing its stages.

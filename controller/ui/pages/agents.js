@@ -214,6 +214,10 @@ export function AgentsPage() {
             <td data-label="Current work" data-test="agent-work">
               <span class=${a.running > 0 ? 'busy' : 'muted'}>${a.running > 0 ? `${a.running} running` : 'idle'}</span>
               <span class="muted small"> · ${a.running} of ${a.capacity} slots</span>
+              ${(a.work || []).length > 0 && html`<ul class="agent-work-list">${a.work.map(
+                (w) => html`<li key=${w.attemptId}><a href=${`#/executions/${encodeURIComponent(w.executionId)}?attempt=${w.attemptId}`}
+                  data-test="agent-work-item">${w.pipelineName} › ${w.actionName}</a> <span class="muted small">${w.phase}</span></li>`,
+              )}</ul>`}
               <meter min="0" max=${Math.max(1, a.capacity)} value=${a.running} aria-hidden="true"></meter></td>
             <td data-label="Last heartbeat" title=${when(a.lastHeartbeatMs)}>${a.lastHeartbeatMs ? ago(a.lastHeartbeatMs) : html`<span class="muted">never</span>`}</td>
             ${can('agent:write') && html`<td data-label="Actions"><${AgentControls} agent=${a} onChanged=${reload} /></td>`}
