@@ -16,13 +16,22 @@ const LOOKS = {
   Never: ['idle', '○'],
 };
 
+/** The tone (ok, bad, run, warn, idle) and icon of a status. */
+export function look(status) {
+  return LOOKS[status || 'Waiting'] || ['idle', '•'];
+}
+
+/** The word for a status. */
+export function label(status) {
+  const name = status || 'Waiting';
+  return { InProgress: 'In progress', Waiting: 'Not started', Never: 'Never run' }[name] || name;
+}
+
 /** A status badge: icon and word, coloured by meaning. */
 export function Status({ status, small }) {
-  const name = status || 'Waiting';
-  const [tone, icon] = LOOKS[name] || ['idle', '•'];
-  const label = { InProgress: 'In progress', Waiting: 'Not started', Never: 'Never run' }[name] || name;
+  const [tone, icon] = look(status);
   return html`<span class=${`status tone-${tone}${small ? ' small' : ''}`}>
-    <span class="icon" aria-hidden="true">${icon}</span>${label}</span>`;
+    <span class="icon" aria-hidden="true">${icon}</span>${label(status)}</span>`;
 }
 
 /** "3 min ago", "2 h ago"... */

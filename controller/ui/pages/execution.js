@@ -4,28 +4,11 @@
 // (`#/executions/ID?attempt=AID&line=N`). Updates arrive through the event stream.
 import { html, useEffect, useMemo, useState } from '../vendor/preact-htm.js';
 import { api, followEvents } from '../api.js';
-import { Status, ago, duration, when } from '../status.js';
+import { Status, ago, duration, label, look, when } from '../status.js';
 import { LogView } from '../log.js';
 
 const enc = encodeURIComponent;
 const RUNNING = ['InProgress', 'Stopping'];
-
-// Tone and icon per status, as status.js shows them: bars carry both, never colour alone.
-const LOOKS = {
-  Succeeded: ['ok', '✔'],
-  Failed: ['bad', '✖'],
-  InProgress: ['run', '◐'],
-  Stopping: ['warn', '◼'],
-  Stopped: ['warn', '◼'],
-  Superseded: ['idle', '⤼'],
-  Cancelled: ['idle', '⊘'],
-  Abandoned: ['warn', '⊘'],
-  Skipped: ['idle', '↷'],
-  Overridden: ['warn', '⚑'],
-  Waiting: ['idle', '…'],
-};
-const look = (status) => LOOKS[status || 'Waiting'] || ['idle', '•'];
-const label = (status) => (status === 'InProgress' ? 'In progress' : status || 'Not started');
 
 /** The execution, reloaded when its events arrive; the pipeline version it runs. */
 function useExecution(id) {
