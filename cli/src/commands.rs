@@ -256,16 +256,7 @@ pub async fn start(
     if out == Output::Text {
         eprintln!("Started execution {id} of {name}");
     }
-    let done = wait_for(&api, &id, out == Output::Text).await?;
-    match out {
-        Output::Json => print_json(&done),
-        Output::Text => print!("{}", show::execution(&done)),
-    }
-    Ok(if done["status"] == "Succeeded" {
-        0
-    } else {
-        exit::EXECUTION_FAILED
-    })
+    finish_waiting(&api, &id, out).await
 }
 
 /// Follows an execution until it ends, drawing one progress line if `live`.
@@ -382,16 +373,7 @@ pub async fn retry(
         }
         return Ok(exit::OK);
     }
-    let done = wait_for(&api, id, out == Output::Text).await?;
-    match out {
-        Output::Json => print_json(&done),
-        Output::Text => print!("{}", show::execution(&done)),
-    }
-    Ok(if done["status"] == "Succeeded" {
-        exit::OK
-    } else {
-        exit::EXECUTION_FAILED
-    })
+    finish_waiting(&api, id, out).await
 }
 
 /// `sluice execution override-condition ID --stage NAME [--condition KIND]`.
