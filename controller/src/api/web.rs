@@ -226,11 +226,21 @@ fn current_session(s: ApiState, token: Option<String>) -> ApiResult {
             "this request carries an API token, not a session; sign in with POST /api/v1/session",
         ));
     };
-    let csrf = token
-        .and_then(|t| s.accounts.session(&t).ok().flatten())
-        .map(|(session, _)| session.csrf_token)
-        .unwrap_or_default();
-    Ok(warp::reply::json(&session_body(name, role, &csrf)).into_response())
+    // The caller is a user only because this cookie's session was found; it can end in
+    // between (sign-out elsewhere), which is a plain 401, and a store error is a 500.
+    let session = match token {
+        Some(t) => s
+            .accounts
+            .session(&t)
+            .map_err(|e| ApiError::internal(format!("could not read the session: {e}")))?,
+        None => None,
+    };
+    let Some((session, _)) = session else {
+        return Err(ApiError::unauthorized(
+            "your session has ended; sign in again".to_string(),
+        ));
+    };
+    Ok(warp::reply::json(&session_body(name, role, &session.csrf_token)).into_response())
 }
 
 fn sign_out(s: ApiState, token: Option<String>) -> ApiResult {
