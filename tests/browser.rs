@@ -4,23 +4,20 @@
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (/usr/bin/chromium and
 //! /usr/bin/chromedriver); without them the tests fail and say so. They also write
-//! the README's screenshots to docs/screenshots/ (signin.png, overview.png,
-//! pipeline.png, at 1280x800), overwriting them on each run.
+//! the README's screenshots to docs/screenshots/ (at 1280x800, phone.png at 390x844),
+//! overwriting them on each run.
 //!
 //! Every wait is an explicit poll of the page (or of the CLI) with a timeout.
 
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
 use sluice_e2e::*;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "browser-test-password";
 /// How long any one wait on the page may take.
 const TIMEOUT: Duration = Duration::from_secs(20);
@@ -28,98 +25,27 @@ const TIMEOUT: Duration = Duration::from_secs(20);
 const WIDTH: u32 = 1280;
 const HEIGHT: u32 = 800;
 
-/// chromedriver, killed with everything it started (Chromium) when dropped.
-struct Driver {
-    _process: Process,
-}
-
-impl Driver {
-    fn start(port: u16) -> Driver {
-        for path in [CHROMEDRIVER, CHROMIUM] {
-            assert!(
-                Path::new(path).exists(),
-                "{path} is missing: the browser tests need Debian's chromium and \
-                 chromium-driver packages (apt-get install -y chromium chromium-driver)"
-            );
-        }
-        let process = Process::spawn(
-            Command::new(CHROMEDRIVER)
-                .arg(format!("--port={port}"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
-        let driver = Driver { _process: process };
-        wait_for("chromedriver to listen", TIMEOUT, || {
-            std::net::TcpStream::connect(("127.0.0.1", port))
-                .ok()
-                .map(|_| ())
-        });
-        driver
-    }
-}
-
 /// A WebDriver session in a fresh headless Chromium, at `base` (the controller's URL).
 /// Its methods block: each runs the WebDriver calls on the browser's own runtime.
 struct Browser {
-    client: Option<Client>,
+    session: Option<chromium::Session>,
     rt: tokio::runtime::Runtime,
     base: String,
-    // Dropped after the session is closed: chromedriver, then the profile.
-    _driver: Driver,
-    _profile: tempfile::TempDir,
 }
 
 impl Browser {
     fn open(base: &str) -> Browser {
-        let port = free_port();
-        let driver = Driver::start(port);
-        let profile = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let capabilities = json!({
-            "browserName": "chrome",
-            // The controller's certificate is signed by its own CA.
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--hide-scrollbars",
-                    format!("--window-size={WIDTH},{HEIGHT}"),
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
-        });
-        let Value::Object(capabilities) = capabilities else {
-            unreachable!()
-        };
-        let client = rt
-            .block_on(async {
-                // The WebDriver endpoint is plain HTTP on the loopback: no TLS needed.
-                let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-                ClientBuilder::new(connector)
-                    .capabilities(capabilities)
-                    .connect(&format!("http://127.0.0.1:{port}"))
-                    .await
-            })
-            .unwrap_or_else(|e| panic!("starting a Chromium session through chromedriver: {e}"));
+        let session = rt
+            .block_on(chromium::Session::open(WIDTH, HEIGHT))
+            .unwrap_or_else(|e| panic!("{e:#}"));
         let browser = Browser {
-            client: Some(client),
+            session: Some(session),
             rt,
             base: base.to_string(),
-            _driver: driver,
-            _profile: profile,
         };
         browser.size_viewport();
         browser
@@ -147,8 +73,16 @@ impl Browser {
 
     /// Runs `f` with the session, on the browser's runtime.
     fn block<T>(&self, f: impl AsyncFnOnce(&Client) -> T) -> T {
-        let client = self.client.as_ref().unwrap();
+        let client = &self.session.as_ref().unwrap().client;
         self.rt.block_on(f(client))
+    }
+
+    /// Runs a DevTools protocol command in the page.
+    fn cdp(&self, cmd: &'static str, params: Value) -> Value {
+        let session = self.session.as_ref().unwrap();
+        self.rt
+            .block_on(session.cdp(cmd, params))
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
     /// Opens `path` (such as `/#/pipelines/x`) on the controller.
@@ -308,10 +242,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
+        if let Some(session) = self.session.take() {
             // Ends the session, which quits Chromium; the driver is killed after.
             let _ = self.rt.block_on(async {
-                tokio::time::timeout(Duration::from_secs(5), client.close()).await
+                tokio::time::timeout(Duration::from_secs(5), session.client.clone().close()).await
             });
         }
     }
@@ -462,6 +396,13 @@ fn an_execution_goes_green_live_on_the_pipeline_page() {
         browser.wait_contains(&action_status(action), "Succeeded");
     }
     browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+    // Each card names the agent that ran it (by name, its id on hover).
+    let agents = controller.json(&["agent", "list"]);
+    let agent_name = agents[0]["name"].as_str().unwrap();
+    browser.wait_contains(
+        "[data-test='action-Compile'] [data-test=action-agent]",
+        agent_name,
+    );
     assert_eq!(
         browser.script("return window.sluiceTestPage"),
         "kept",
@@ -831,4 +772,65 @@ fn the_pages_work_by_keyboard_and_at_phone_width() {
     browser.goto("/#/pipelines/mobile-shop");
     browser.wait_contains(&stage_status("Deploy"), "Succeeded");
     browser.screenshot("phone.png");
+
+    // Light and dark (the system's setting) both keep text readable: WCAG contrast of
+    // at least 4.5:1 for body text, muted text, links and the status badges.
+    browser.resize_viewport(WIDTH, HEIGHT);
+    for scheme in ["light", "dark"] {
+        browser.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({ "features": [{ "name": "prefers-color-scheme", "value": scheme }] }),
+        );
+        browser.goto(&format!("/#/executions/{id}"));
+        browser.wait_contains(".page-head .status", "Succeeded");
+        let report = browser.script(CONTRAST_REPORT);
+        let background = report["background"].as_f64().unwrap();
+        if scheme == "dark" {
+            assert!(background < 0.05, "dark page background: {report}");
+        } else {
+            assert!(background > 0.8, "light page background: {report}");
+        }
+        for checked in report["checked"].as_array().unwrap() {
+            assert!(
+                checked["ratio"].as_f64().unwrap() >= 4.5,
+                "{scheme}: {checked} is hard to read"
+            );
+        }
+        assert!(
+            report["checked"].as_array().unwrap().len() >= 4,
+            "{scheme}: {report}"
+        );
+        if scheme == "dark" {
+            browser.screenshot("dark.png");
+        }
+    }
 }
+
+/// Measures, in the page, the relative luminance of the page background and the
+/// contrast ratio (WCAG 2) of a sample of text against the background it sits on.
+const CONTRAST_REPORT: &str = r#"
+const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+const luminance = ([r, g, b]) => {
+  const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+};
+const backgroundOf = (el) => {
+  for (let e = el; e; e = e.parentElement) {
+    const c = rgb(getComputedStyle(e).backgroundColor);
+    if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+  }
+  return rgb(getComputedStyle(document.documentElement).backgroundColor).slice(0, 3);
+};
+const ratio = (el) => {
+  const a = luminance(rgb(getComputedStyle(el).color)), b = luminance(backgroundOf(el));
+  return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+};
+const samples = { 'body text': 'main h2, main h1', 'muted text': '.muted', link: 'main a',
+  'status badge': '.page-head .status', 'navigation': 'header.top nav a', 'user name': '[data-test=user]' };
+const checked = [];
+for (const [what, css] of Object.entries(samples)) {
+  const el = document.querySelector(css);
+  if (el) checked.push({ what, css, ratio: Math.round(ratio(el) * 100) / 100 });
+}
+return { background: luminance(backgroundOf(document.body)), checked };
+"#;

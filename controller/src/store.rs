@@ -341,6 +341,8 @@ pub struct AttemptRow {
     pub fencing_token: String,
     /// Agent that holds or held it.
     pub agent_id: Option<String>,
+    /// That agent's name (its host name unless set at join), while the agent is known.
+    pub agent_name: Option<String>,
     /// Lease end.
     pub lease_expires_at_ms: Option<i64>,
     /// Why it waits, while it waits.
@@ -2327,7 +2329,8 @@ const EXECUTION_SELECT_BY_ID: &str = "SELECT id, seq, pipeline_name, pipeline_ve
 
 const ATTEMPT_SELECT: &str = "SELECT id, execution_id, stage_index, action_name, attempt, run_order, status, phase,
     fencing_token, agent_id, lease_expires_at_ms, waiting_reason, resolved_configuration, output_variables,
-    summary, error, queued_at_ms, started_at_ms, finished_at_ms, rule_condition FROM action_attempts";
+    summary, error, queued_at_ms, started_at_ms, finished_at_ms, rule_condition,
+    (SELECT name FROM agents WHERE agents.id = action_attempts.agent_id) FROM action_attempts";
 
 const AGENT_SELECT: &str =
     "SELECT id, name, labels, capacity, version, cert_fingerprint, state, registered_at_ms,
@@ -2399,6 +2402,7 @@ fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<AttemptRow> {
         started_at_ms: r.get(17)?,
         finished_at_ms: r.get(18)?,
         rule_condition: r.get(19)?,
+        agent_name: r.get(20)?,
     })
 }
 

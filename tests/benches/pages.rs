@@ -40,21 +40,14 @@
 //! Run with `cargo bench -p sluice-e2e --bench pages`. Needs Debian's `chromium` and
 //! `chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver).
 
-// Killing chromedriver's process group (it and the Chromium it started) needs killpg.
-#![allow(unsafe_code)]
-
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use fantoccini::wd::WebDriverCompatibleCommand;
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
-use sluice_e2e::{Controller, free_port, start_with_agent};
+use sluice_e2e::{Controller, chromium, start_with_agent};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const PASSWORD: &str = "page-bench-password";
 const PIPELINES: usize = 200;
 /// The pipeline with a 20-action execution (one of the 200).
@@ -82,14 +75,7 @@ fn main() -> Result<()> {
 
 /// Chromium, chromedriver and the built binaries must be there: say what to do if not.
 fn check_prerequisites() -> Result<()> {
-    for path in [CHROMEDRIVER, CHROMIUM] {
-        if !Path::new(path).exists() {
-            bail!(
-                "{path} is missing: this benchmark needs Debian's chromium and chromium-driver \
-                 packages; install them with `apt-get install -y chromium chromium-driver`"
-            );
-        }
-    }
+    chromium::check_installed()?;
     // sluice_e2e::bin_dir would build missing binaries with a nested cargo; this
     // benchmark builds nothing, so look first.
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -506,136 +492,26 @@ async fn populate(api: &Api, dir: &Path) -> Result<(String, usize, usize)> {
     Ok((wide, stages, actions))
 }
 
-/// chromedriver, killed with everything it started (Chromium) when dropped.
-struct Driver {
-    child: Child,
-}
-
-impl Driver {
-    fn start(port: u16) -> Result<Driver> {
-        use std::os::unix::process::CommandExt;
-        let child = Command::new(CHROMEDRIVER)
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {CHROMEDRIVER}"))?;
-        let driver = Driver { child };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            ensure!(start.elapsed() < TIMEOUT, "chromedriver did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(driver)
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // chromedriver leads its own process group (see `start`); never signal 0 or 1.
-        if pgid > 1 {
-            // SAFETY: killpg only sends a signal to the group chromedriver leads.
-            unsafe {
-                libc::killpg(pgid, libc::SIGKILL);
-            }
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A DevTools protocol command, through chromedriver's `goog/cdp/execute`.
-#[derive(Debug)]
-struct Cdp {
-    cmd: &'static str,
-    params: Value,
-}
-
-impl WebDriverCompatibleCommand for Cdp {
-    fn endpoint(
-        &self,
-        base_url: &reqwest::Url,
-        session_id: Option<&str>,
-    ) -> Result<reqwest::Url, url_error::ParseError> {
-        base_url.join(&format!(
-            "session/{}/goog/cdp/execute",
-            session_id.unwrap_or_default()
-        ))
-    }
-
-    fn method_and_body(&self, _: &reqwest::Url) -> (reqwest::Method, Option<String>) {
-        let body = json!({ "cmd": self.cmd, "params": self.params });
-        (reqwest::Method::POST, Some(body.to_string()))
-    }
-}
-
-/// `url::ParseError`, named through the `url` crate reqwest re-exports its `Url` from.
-mod url_error {
-    pub type ParseError = <reqwest::Url as std::str::FromStr>::Err;
-}
-
-/// A WebDriver session in a fresh headless Chromium, at `base` (the controller's URL).
+/// A WebDriver session in a fresh headless Chromium (the one tests/browser.rs uses),
+/// at `base` (the controller's URL).
 struct Browser {
+    session: chromium::Session,
     client: Client,
     base: String,
-    _driver: Driver,
-    _profile: tempfile::TempDir,
 }
 
 impl Browser {
     async fn open(base: &str) -> Result<Browser> {
-        let port = free_port();
-        let driver = Driver::start(port)?;
-        let profile = tempfile::tempdir()?;
-        // The flags of tests/browser.rs.
-        let capabilities = json!({
-            "browserName": "chrome",
-            // The controller's certificate is signed by its own CA.
-            "acceptInsecureCerts": true,
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": [
-                    "--headless",
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-dev-shm-usage",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                    "--hide-scrollbars",
-                    "--window-size=1280,800",
-                    format!("--user-data-dir={}", profile.path().display()),
-                ],
-            },
-        });
-        let Value::Object(capabilities) = capabilities else {
-            unreachable!()
-        };
-        // The WebDriver endpoint is plain HTTP on the loopback: no TLS needed.
-        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        let client = ClientBuilder::new(connector)
-            .capabilities(capabilities)
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await
-            .context("starting a Chromium session through chromedriver")?;
+        let session = chromium::Session::open(1280, 800).await?;
         Ok(Browser {
-            client,
+            client: session.client.clone(),
+            session,
             base: base.to_string(),
-            _driver: driver,
-            _profile: profile,
         })
     }
 
     async fn cdp(&self, cmd: &'static str, params: Value) -> Result<Value> {
-        self.client
-            .issue_cmd(Cdp { cmd, params })
-            .await
-            .with_context(|| format!("DevTools command {cmd}"))
+        self.session.cdp(cmd, params).await
     }
 
     async fn goto(&self, path: &str) -> Result<()> {

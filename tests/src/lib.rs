@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod chromium;
+
 /// The directory holding the built binaries.
 ///
 /// `cargo test --workspace` (the README's test command) builds `sluice` and

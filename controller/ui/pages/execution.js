@@ -302,7 +302,7 @@ function Approval({ approval, attempt }) {
 function AttemptMeta({ attempt: a }) {
   return html`<dl class="meta small">
     <dt>Status</dt><dd><${Status} status=${a.status} small /> <span class="muted">(${a.phase})</span></dd>
-    ${a.agentId && html`<dt>Agent</dt><dd><a href=${`#/agents?agent=${enc(a.agentId)}`}><code>${a.agentId.slice(0, 8)}</code></a></dd>`}
+    ${a.agentId && html`<dt>Agent</dt><dd><a href=${`#/agents?agent=${enc(a.agentId)}`}>${a.agentName || a.agentId}</a> <code class="muted small">${a.agentId}</code></dd>`}
     <dt>Queued</dt><dd>${when(a.queuedAtMs)}</dd>
     ${a.startedAtMs && html`<dt>Started</dt><dd>${when(a.startedAtMs)}</dd>`}
     ${a.finishedAtMs && html`<dt>Finished</dt><dd>${when(a.finishedAtMs)}</dd>`}

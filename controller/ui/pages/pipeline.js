@@ -157,7 +157,7 @@ function ActionCard({ execution, stage, action, can }) {
     <header><h4>${action.name}</h4><${Status} status=${action.status} small /></header>
     <p class="muted small">${action.category}/${action.provider}
       ${attempt?.startedAtMs && html` · ${duration(attempt.startedAtMs, attempt.finishedAtMs)}`}
-      ${attempt?.agentId && html` · on ${attempt.agentId.slice(0, 8)}`}
+      ${attempt?.agentId && html` · on <span title=${attempt.agentId} data-test="action-agent">${attempt.agentName || attempt.agentId}</span>`}
       ${action.attempts.length > 1 && html` · attempt ${attempt.attempt}`}</p>
     ${(attempt?.outputVariables?.CommitId || attempt?.outputVariables?.Digest) &&
     html`<p class="small"><code>${(attempt.outputVariables.CommitId || attempt.outputVariables.Digest).slice(0, 12)}</code>
