@@ -230,7 +230,9 @@ impl Api {
                 "x-sluice-user",
                 format!(
                     "{} (CLI)",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                    std::env::var("USER")
+                        .or_else(|_| std::env::var("LOGNAME"))
+                        .unwrap_or_else(|_| "unknown".into())
                 ),
             );
         if let Some(token) = &self.token {

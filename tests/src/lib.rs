@@ -118,6 +118,12 @@ pub fn free_port() -> u16 {
 pub struct Process {
     child: Child,
     killed: bool,
+    /// What it wrote to stderr, if that was piped: read as it comes by a thread, so a
+    /// chatty process never blocks on a full pipe.
+    stderr: Option<(
+        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        std::thread::JoinHandle<()>,
+    )>,
 }
 
 impl Process {
@@ -126,9 +132,26 @@ impl Process {
     pub fn spawn(cmd: &mut Command) -> Process {
         use std::os::unix::process::CommandExt;
         cmd.process_group(0);
+        let mut child = cmd.spawn().expect("spawn");
+        let stderr = child.stderr.take().map(|mut pipe| {
+            let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = buffer.clone();
+            let reader = std::thread::spawn(move || {
+                use std::io::Read;
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = pipe.read(&mut chunk) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+                }
+            });
+            (buffer, reader)
+        });
         Process {
-            child: cmd.spawn().expect("spawn"),
+            child,
             killed: false,
+            stderr,
         }
     }
 
@@ -155,15 +178,26 @@ impl Process {
         self.child.try_wait().ok().flatten()
     }
 
+    /// What the process has written to stderr so far (empty unless it was piped).
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .as_ref()
+            .map(|(buffer, _)| String::from_utf8_lossy(&buffer.lock().unwrap()).to_string())
+            .unwrap_or_default()
+    }
+
     /// Waits for the process to exit, up to `timeout`, and returns its stderr.
     pub fn wait_exit(&mut self, timeout: Duration) -> (std::process::ExitStatus, String) {
         let status = wait_for("the process to exit", timeout, || self.try_wait());
-        let mut stderr = String::new();
-        if let Some(mut pipe) = self.child.stderr.take() {
-            use std::io::Read;
-            let _ = pipe.read_to_string(&mut stderr);
+        // The reader ends when the last writer of the pipe is gone; what the process
+        // left running (it should have left nothing) must not hold this up for long.
+        if let Some((_, reader)) = &self.stderr {
+            let start = Instant::now();
+            while !reader.is_finished() && start.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
-        (status, stderr)
+        (status, self.stderr())
     }
 }
 

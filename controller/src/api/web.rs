@@ -328,3 +328,26 @@ pub(super) fn routes(state: &ApiState) -> Vec<BoxedFilter<(Response,)>> {
         sign_out.boxed(),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FILES;
+
+    /// index.html preloads every module but app.js (which it loads), so a new page's
+    /// module is fetched with the rest, not after the module that imports it.
+    #[test]
+    fn index_preloads_every_module() {
+        let index = FILES
+            .iter()
+            .find(|(path, _, _)| *path == "index.html")
+            .map(|(_, _, body)| String::from_utf8_lossy(body).to_string())
+            .expect("index.html is served");
+        for (path, content_type, _) in FILES {
+            if !content_type.starts_with("text/javascript") || *path == "app.js" {
+                continue;
+            }
+            let link = format!("<link rel=\"modulepreload\" href=\"/ui/{path}\">");
+            assert!(index.contains(&link), "index.html lacks {link}");
+        }
+    }
+}
