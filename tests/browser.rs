@@ -108,14 +108,24 @@ impl Browser {
 
     /// Polls `check` against the page until it returns Some; panics after TIMEOUT
     /// with what the page showed.
-    fn poll<T>(&self, what: &str, mut check: impl AsyncFnMut(&Client) -> Option<T>) -> T {
+    fn poll<T>(&self, what: &str, check: impl AsyncFnMut(&Client) -> Option<T>) -> T {
+        self.poll_for(what, TIMEOUT, check)
+    }
+
+    /// [`Browser::poll`] with its own timeout, for what takes longer by nature.
+    fn poll_for<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut check: impl AsyncFnMut(&Client) -> Option<T>,
+    ) -> T {
         let start = Instant::now();
         let found = self.block(async |c| {
             loop {
                 if let Some(value) = check(c).await {
                     return Some(value);
                 }
-                if start.elapsed() > TIMEOUT {
+                if start.elapsed() > timeout {
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -123,7 +133,7 @@ impl Browser {
         });
         found.unwrap_or_else(|| {
             panic!(
-                "timed out after {TIMEOUT:?} waiting for {what}; the page shows:\n{}",
+                "timed out after {timeout:?} waiting for {what}; the page shows:\n{}",
                 self.page_text()
             )
         })
@@ -630,6 +640,76 @@ fn following_a_log_live_with_colours_search_and_line_links() {
     browser.screenshot("execution.png");
     eprintln!(
         "following_a_log_live_with_colours_search_and_line_links took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_50_mb_log_opens_without_freezing_the_page() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let (controller, _agent) = controller(dir.path());
+    // 720,000 numbered lines of about 73 bytes, each with a colour: 52 MB.
+    create(
+        &controller,
+        dir.path(),
+        Pipeline::new("verbose").stage(
+            "  - name: Build
+    actions:
+      - name: Flood
+        actionTypeId: {category: Build, provider: commands}
+        inputArtifacts: [Code]
+        configuration:
+          Commands: |
+            esc=$(printf '\\033')
+            seq -f \"line %.0f ${esc}[32mok${esc}[0m the quick brown fox jumps over the lazy dog 0123\" 1 720000
+            echo last-line-marker
+",
+        ),
+    );
+    let id = controller.start_pipeline("verbose");
+    let done = controller.wait_finished(&id, Duration::from_secs(300));
+    assert_eq!(done["status"], "Succeeded", "{done:#}");
+    let attempt = &done["stages"][1]["actions"][0]["attempts"][0];
+    let stored = attempt["log"]["storedLength"].as_u64().unwrap();
+    assert!(stored > 50 << 20, "the log is only {stored} bytes");
+    eprintln!("the 50 MB log was produced in {:?}", started.elapsed());
+
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto(&format!("/#/executions/{id}?attempt={}", attempt["id"]));
+    browser.wait_contains("[data-test=log-view]", "line 1 ok");
+    browser.poll_for(
+        "the whole log to load",
+        Duration::from_secs(120),
+        async |c| {
+            let view = c.find(Locator::Css("[data-test=log-view]")).await.ok()?;
+            let state = view.attr("data-log-state").await.ok()??;
+            (state == "complete").then_some(())
+        },
+    );
+    // Only the lines in view are in the page, not 720,000 of them.
+    let rendered = browser.count("[data-test=log-line]");
+    assert!((1..300).contains(&rendered), "{rendered} lines rendered");
+    // Search reaches the end of the log, and "next" shows the match.
+    browser.type_into("[data-test=log-search]", "line 719999 ");
+    let count = browser.poll_for("the search to finish", Duration::from_secs(60), async |c| {
+        let text = Browser::text_of(c, "[data-test=log-search-count]").await?;
+        (text.contains("match") && !text.contains('+')).then_some(text)
+    });
+    assert!(count.contains("1 match"), "{count}");
+    browser.click("[data-test=log-search-next]");
+    browser.wait_contains("[data-test=log-match-current]", "line 719999");
+    // A link to a line far down opens with that line shown (the log's first three
+    // lines are the agent's, so printed line 400,000 is log line 400,003).
+    browser.goto(&format!(
+        "/#/executions/{id}?attempt={}&line=400003",
+        attempt["id"]
+    ));
+    browser.wait_contains("[data-test=log-line][data-line='400003']", "line 400000 ok");
+    assert!(browser.count("[data-test=log-line]") < 300);
+    eprintln!(
+        "a_50_mb_log_opens_without_freezing_the_page took {:?}",
         started.elapsed()
     );
 }

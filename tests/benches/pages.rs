@@ -37,6 +37,12 @@
 //! (`transferSize` and `encodedBodySize` of the document and every resource) and
 //! number of requests.
 //!
+//! Last, a 52 MB log: a `verbose` pipeline prints 720,000 coloured lines, and its
+//! attempt's log is opened 3 times in the execution page (each a full load), noting
+//! when its first lines show, when the whole log is loaded and indexed, how long a
+//! search for its last line takes, and the main thread's long tasks (the Long Tasks
+//! API: tasks over 50 ms) over all of it: the page must never freeze.
+//!
 //! Run with `cargo bench -p sluice-e2e --bench pages`. Needs Debian's `chromium` and
 //! `chromium-driver` (/usr/bin/chromium, /usr/bin/chromedriver).
 
@@ -178,11 +184,200 @@ async fn run() -> Result<()> {
         }
         results.push((*title, loads));
     }
-    browser.close().await;
-
     print_results(&results, &cold);
+
+    let big_log = measure_big_log(&api, &browser, dir.path()).await?;
+    browser.close().await;
+    print_big_log(&big_log);
     drop(controller);
     Ok(())
+}
+
+/// How many times the 50 MB log is opened.
+const BIG_LOG_LOADS: usize = 3;
+/// Its last printed line, searched for.
+const BIG_LOG_LAST: &str = "line 719999 ";
+
+/// One opening of the 50 MB log, in milliseconds since navigation start.
+#[derive(Debug)]
+struct LogLoad {
+    first_line: f64,
+    complete: f64,
+    /// From typing the query to the search being done (includes the 200 ms debounce).
+    search: f64,
+    longest_task: f64,
+    long_tasks: u64,
+    long_task_total: f64,
+}
+
+/// Runs a pipeline whose action prints a 52 MB log (720,000 coloured lines), then opens
+/// its log in the execution page [`BIG_LOG_LOADS`] times: when the first lines show,
+/// when the whole log is loaded and indexed, how long a search for the last line takes,
+/// and the main thread's long tasks (over 50 ms, the Long Tasks API) over all of it.
+async fn measure_big_log(api: &Api, browser: &Browser, dir: &Path) -> Result<Vec<LogLoad>> {
+    let source = dir.join("src");
+    api.create(format!(
+        "name: verbose\nstages:\n  - name: Source\n    actions:\n      - name: Snapshot\n        actionTypeId: {{category: Source, provider: directory}}\n        configuration: {{Path: {}}}\n        outputArtifacts: [Code]\n\
+         {BIG_LOG_STAGE}",
+        source.display()
+    ))
+    .await?;
+    let started = Instant::now();
+    let id = api.start("verbose").await?;
+    let status = api.wait_finished(&id).await?;
+    ensure!(status == "Succeeded", "verbose: {status}");
+    let execution = api
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/executions/{id}"),
+            Body::None,
+        )
+        .await?;
+    let attempt = &execution["stages"][1]["actions"][0]["attempts"][0];
+    let stored = attempt["log"]["storedLength"].as_u64().unwrap_or_default();
+    ensure!(stored > 50 << 20, "the big log is only {stored} bytes");
+    println!(
+        "\nbig log: {:.1} MB produced, sent and stored in {:.1} s",
+        stored as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    browser
+        .cdp(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({ "source": LOG_WATCHER }),
+        )
+        .await?;
+    browser
+        .client
+        .update_timeouts(fantoccini::wd::TimeoutConfiguration::new(
+            Some(Duration::from_secs(300)),
+            Some(Duration::from_secs(60)),
+            Some(Duration::from_secs(0)),
+        ))
+        .await?;
+    let path = format!("/#/executions/{id}?attempt={}", attempt["id"]);
+    let mut loads = Vec::new();
+    for _ in 0..BIG_LOG_LOADS {
+        browser.goto("/ui/icon.svg").await?;
+        browser.goto(&path).await?;
+        let v = browser
+            .client
+            .execute_async(LOG_COLLECT, vec![json!(BIG_LOG_LAST)])
+            .await
+            .context("waiting for the big log")?;
+        if let Some(error) = v.get("error").and_then(Value::as_str) {
+            bail!("big log: {error}");
+        }
+        let number = |key: &str| {
+            v[key]
+                .as_f64()
+                .with_context(|| format!("big log: no {key} in {v}"))
+        };
+        loads.push(LogLoad {
+            first_line: number("firstLine")?,
+            complete: number("complete")?,
+            search: number("search")?,
+            longest_task: number("longestTask")?,
+            long_tasks: number("longTasks")? as u64,
+            long_task_total: number("longTaskTotal")?,
+        });
+    }
+    Ok(loads)
+}
+
+/// The stage that prints the big log.
+const BIG_LOG_STAGE: &str = r#"  - name: Build
+    actions:
+      - name: Flood
+        actionTypeId: {category: Build, provider: commands}
+        inputArtifacts: [Code]
+        configuration:
+          Commands: |
+            esc=$(printf '\033')
+            seq -f "line %.0f ${esc}[32mok${esc}[0m the quick brown fox jumps over the lazy dog 0123" 1 720000
+"#;
+
+/// Notes, in a new document showing an attempt's log, when its first line is shown and
+/// when it is complete, and collects the long tasks.
+const LOG_WATCHER: &str = r#"(() => {
+  if (location.pathname !== '/' || !location.hash.includes('attempt=')) return;
+  const state = { firstLine: null, complete: null, longTasks: [] };
+  window.__logBench = state;
+  try {
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) state.longTasks.push(e.duration);
+    }).observe({ type: 'longtask', buffered: true });
+  } catch (e) {
+    state.error = `no Long Tasks API: ${e}`;
+  }
+  const observer = new MutationObserver(() => {
+    if (state.firstLine === null && document.querySelector('[data-test=log-line]')) state.firstLine = performance.now();
+    if (state.complete === null && document.querySelector('[data-test=log-view][data-log-state=complete]')) {
+      state.complete = performance.now();
+      observer.disconnect();
+    }
+  });
+  observer.observe(document, { childList: true, subtree: true, attributes: true });
+})();"#;
+
+/// Waits for the log to be complete, searches it for its last line, and returns the
+/// timings.
+const LOG_COLLECT: &str = r#"const [needle, callback] = arguments;
+const wait = (ok, then) => { const tick = () => (ok() ? then() : setTimeout(tick, 10)); tick(); };
+const state = window.__logBench;
+if (!state) return callback({ error: `no log watcher on ${location.href}` });
+if (state.error) return callback({ error: state.error });
+wait(() => state.complete !== null, () => {
+  const input = document.querySelector('[data-test=log-search]');
+  const searchStart = performance.now();
+  input.value = needle;
+  input.dispatchEvent(new Event('input', { bubbles: true }));
+  wait(() => {
+    const text = document.querySelector('[data-test=log-search-count]')?.textContent || '';
+    return text.includes('match') && !text.includes('+');
+  }, () => {
+    const search = performance.now() - searchStart;
+    const count = document.querySelector('[data-test=log-search-count]').textContent;
+    if (!/^1 match/.test(count)) return callback({ error: `searching ${needle}: ${count}` });
+    // Long tasks are reported after they end: let the last one in.
+    setTimeout(() => callback({
+      firstLine: state.firstLine,
+      complete: state.complete,
+      search,
+      longestTask: Math.max(0, ...state.longTasks),
+      longTasks: state.longTasks.length,
+      longTaskTotal: state.longTasks.reduce((a, b) => a + b, 0),
+    }), 100);
+  });
+});"#;
+
+fn print_big_log(loads: &[LogLoad]) {
+    println!(
+        "50 MB log (720,005 lines) opened {} times, ms since navigation start:",
+        loads.len()
+    );
+    println!(
+        "{:>6} {:>12} {:>14} {:>12} {:>14} {:>11} {:>16}",
+        "load",
+        "first lines",
+        "all indexed",
+        "search end",
+        "longest task",
+        "long tasks",
+        "long tasks total"
+    );
+    for (i, l) in loads.iter().enumerate() {
+        println!(
+            "{:>6} {:>12.0} {:>14.0} {:>12.0} {:>14.0} {:>11} {:>16.0}",
+            i + 1,
+            l.first_line,
+            l.complete,
+            l.search,
+            l.longest_task,
+            l.long_tasks,
+            l.long_task_total
+        );
+    }
 }
 
 /// The page watcher, run in every new document before its scripts. `WANT` is replaced

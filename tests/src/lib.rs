@@ -120,11 +120,11 @@ pub struct Process {
     killed: bool,
     /// What it wrote to stderr, if that was piped: read as it comes by a thread, so a
     /// chatty process never blocks on a full pipe.
-    stderr: Option<(
-        std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-        std::thread::JoinHandle<()>,
-    )>,
+    stderr: Option<(SharedBytes, std::thread::JoinHandle<()>)>,
 }
+
+/// Bytes a reader thread appends to.
+type SharedBytes = std::sync::Arc<std::sync::Mutex<Vec<u8>>>;
 
 impl Process {
     /// Spawns `cmd` as the leader of a new process group, so that `kill` (and drop)
@@ -134,7 +134,7 @@ impl Process {
         cmd.process_group(0);
         let mut child = cmd.spawn().expect("spawn");
         let stderr = child.stderr.take().map(|mut pipe| {
-            let buffer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let buffer = SharedBytes::default();
             let sink = buffer.clone();
             let reader = std::thread::spawn(move || {
                 use std::io::Read;
