@@ -380,10 +380,12 @@ impl super::Engine {
                 ConditionResult::Rollback
                     if matches!(row.on_failure_status.as_deref(), None | Some("InProgress")) =>
                 {
+                    // Evaluated without recording: what is recorded below says
+                    // whether it rolled back, once.
                     let outcome = if on_failure.conditions.is_empty() {
                         ConditionOutcome::Met("onFailure has no condition".into())
                     } else {
-                        self.condition_outcome(
+                        self.evaluate_condition(
                             st,
                             execution,
                             def,
