@@ -32,18 +32,15 @@ fn test_plugin(name: &str) -> (PathBuf, PathBuf) {
 struct Setup {
     dir: tempfile::TempDir,
     controller: Controller,
-    agent_state: PathBuf,
     _agent: Process,
 }
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (controller, agent) = start_with_agent(dir.path(), &[], 4);
-    let agent_state = dir.path().join("agent");
     Setup {
         dir,
         controller,
-        agent_state,
         _agent: agent,
     }
 }
@@ -221,7 +218,7 @@ fn installed_plugins_are_granted_versioned_validated_and_fetched_by_digest() {
     let answer = attempt(&execution, "Probe", "Answer");
     assert_eq!(answer["outputVariables"]["Answer"], "vvv");
     let digest = versions[1]["sha256"].as_str().unwrap();
-    let cached: Vec<String> = std::fs::read_dir(s.agent_state.join("plugin-cache"))
+    let cached: Vec<String> = std::fs::read_dir(plugin_cache_dir())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();

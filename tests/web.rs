@@ -199,9 +199,16 @@ fn the_ui_is_served_from_the_binary_with_security_headers_and_etags() {
     let (status, headers, body) = browser.send(Method::GET, "/", None, None, None);
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    // The page loads its files under a version prefix (a digest of them all).
+    let version = body
+        .split(r#"<script type="module" src="/ui/"#)
+        .nth(1)
+        .and_then(|rest| rest.split_once("/app.js\""))
+        .map(|(version, _)| version)
+        .unwrap_or_else(|| panic!("no versioned app.js in {body}"));
     assert!(
-        body.contains(r#"<script type="module" src="/ui/app.js">"#),
-        "{body}"
+        version.starts_with("v-") && version.len() == 18,
+        "{version}"
     );
     let csp = headers["content-security-policy"].to_str().unwrap();
     assert!(
@@ -225,6 +232,7 @@ fn the_ui_is_served_from_the_binary_with_security_headers_and_etags() {
             !body.contains("https://"),
             "{path} refers to another origin"
         );
+        assert_eq!(headers["cache-control"], "no-cache", "{path}");
         let etag = headers["etag"].to_str().unwrap().to_string();
         let (again, _, _) =
             browser
@@ -232,6 +240,30 @@ fn the_ui_is_served_from_the_binary_with_security_headers_and_etags() {
                 .send_raw(Method::GET, path, &[("if-none-match", &etag)], None);
         assert_eq!(again, StatusCode::NOT_MODIFIED, "{path}");
     }
+    // Under the version prefix they are immutable: a new build has a new prefix.
+    for path in ["app.js", "pages/execution.js", "style.css"] {
+        let (status, headers, body) = browser.send(
+            Method::GET,
+            &format!("/ui/{version}/{path}"),
+            None,
+            None,
+            None,
+        );
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert_eq!(
+            headers["cache-control"], "public, max-age=31536000, immutable",
+            "{path}"
+        );
+    }
+    let (status, _, body) = browser.send(
+        Method::GET,
+        "/ui/v-0123456789abcdef/app.js",
+        None,
+        None,
+        None,
+    );
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("reload the page"), "{body}");
     let (status, _, body) = browser.send(Method::GET, "/ui/nope.js", None, None, None);
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(body.contains("no UI file nope.js"), "{body}");

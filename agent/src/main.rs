@@ -53,6 +53,11 @@ enum Command {
         /// Cap on one action's log, in bytes; output past it is dropped with a marker.
         #[arg(long, default_value_t = sluice_agent::executor::DEFAULT_MAX_LOG_BYTES)]
         max_log_bytes: u64,
+        /// Where compiled plugins are kept [default: plugin-cache in the state dir].
+        /// Agents on one machine may share one: entries are named by the plugin's
+        /// digest and the engine's settings, and written whole.
+        #[arg(long, env = "SLUICE_AGENT_PLUGIN_CACHE")]
+        plugin_cache: Option<PathBuf>,
     },
 }
 
@@ -111,12 +116,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             capacity,
             labels,
             max_log_bytes,
+            plugin_cache,
         } => {
             sluice_agent::run(sluice_agent::Options {
                 state_dir,
                 capacity,
                 extra_labels: labels,
                 max_log_bytes,
+                plugin_cache,
             })
             .await?;
             Ok(())

@@ -32,6 +32,8 @@ pub struct Options {
     pub extra_labels: BTreeMap<String, String>,
     /// Cap on one attempt's log, in bytes.
     pub max_log_bytes: u64,
+    /// Where compiled plugins are kept; `None`: `plugin-cache` in the state dir.
+    pub plugin_cache: Option<PathBuf>,
 }
 
 /// Why an agent stopped.
@@ -91,7 +93,10 @@ pub async fn run(options: Options) -> Result<(), AgentError> {
         )));
     }
     let identity = state.identity()?;
-    let cache_dir = options.state_dir.join("plugin-cache");
+    let cache_dir = options
+        .plugin_cache
+        .clone()
+        .unwrap_or_else(|| options.state_dir.join("plugin-cache"));
     let host = tokio::task::spawn_blocking(move || -> Result<PluginHost, PluginError> {
         let mut host = PluginHost::new(&cache_dir)?;
         host.load_builtins()?;

@@ -329,6 +329,7 @@ async fn bench() -> anyhow::Result<()> {
         capacity: CAPACITY,
         extra_labels: BTreeMap::new(),
         max_log_bytes: sluice_agent::executor::DEFAULT_MAX_LOG_BYTES,
+        plugin_cache: None,
     }));
 
     let engine: Arc<Engine> = controller.engine().clone();

@@ -358,6 +358,7 @@ pub async fn up(args: UpArgs, out: Output) -> anyhow::Result<u8> {
         capacity: args.capacity,
         extra_labels: BTreeMap::new(),
         max_log_bytes: sluice_agent::executor::DEFAULT_MAX_LOG_BYTES,
+        plugin_cache: None,
     }));
 
     let project = data_dir.join("sample-project");

@@ -68,7 +68,16 @@ pub fn sluice(config: &Path) -> Command {
 
 /// A `sluice-agent` command.
 pub fn sluice_agent() -> Command {
-    Command::new(bin_dir().join("sluice-agent"))
+    let mut cmd = Command::new(bin_dir().join("sluice-agent"));
+    cmd.env("SLUICE_AGENT_PLUGIN_CACHE", plugin_cache_dir());
+    cmd
+}
+
+/// Where the agents of the tests keep compiled plugins: one cache for the whole run
+/// (as agents on one machine may share one), so each built-in plugin is compiled once
+/// rather than by every agent, which takes seconds in a debug build.
+pub fn plugin_cache_dir() -> PathBuf {
+    bin_dir().join("e2e-plugin-cache")
 }
 
 /// Runs a command and returns its output, with stdout and stderr as text.

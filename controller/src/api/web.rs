@@ -2,7 +2,10 @@
 //! step, no CDN), and the sign-in session routes it uses.
 //!
 //! - `GET /` is the UI's page; `GET /ui/...` its scripts, styles and the vendored
-//!   Preact + htm. Each is served with an ETag (its SHA-256) and revalidated.
+//!   Preact + htm. The page refers to them under `/ui/v-<digest of every file>/`,
+//!   served as immutable (cached for a year, never revalidated): a new build has a new
+//!   digest, so a browser fetches its files anew. The page itself, and the files under
+//!   plain `/ui/`, carry an ETag (their SHA-256) and are revalidated on every use.
 //! - `POST /api/v1/session` signs in (user name and password) and sets the session
 //!   cookie: Secure, HttpOnly, SameSite=Strict, holding a random token of which the
 //!   controller keeps only the hash. `GET /api/v1/session` says who is signed in and
@@ -111,17 +114,40 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; st
 
 struct Asset {
     content_type: &'static str,
-    body: &'static [u8],
+    body: Vec<u8>,
     etag: String,
 }
 
-fn assets() -> &'static HashMap<&'static str, Asset> {
-    static ASSETS: OnceLock<HashMap<&'static str, Asset>> = OnceLock::new();
+/// The UI's files by path, and the version prefix (`v-` and a digest of them all) the
+/// page loads them under.
+struct Assets {
+    files: HashMap<&'static str, Asset>,
+    version: String,
+}
+
+fn assets() -> &'static Assets {
+    static ASSETS: OnceLock<Assets> = OnceLock::new();
     ASSETS.get_or_init(|| {
-        FILES
+        let mut all = Sha256::new();
+        for (path, _, body) in FILES {
+            all.update(path.as_bytes());
+            all.update((body.len() as u64).to_le_bytes());
+            all.update(body);
+        }
+        let version = format!("v-{}", hex::encode(&all.finalize()[..8]));
+        let files = FILES
             .iter()
             .map(|(path, content_type, body)| {
-                let etag = format!("\"{}\"", hex::encode(&Sha256::digest(body)[..12]));
+                let body = if *path == "index.html" {
+                    // The page loads its scripts and styles under the version prefix;
+                    // their relative imports stay under it.
+                    String::from_utf8_lossy(body)
+                        .replace("\"/ui/", &format!("\"/ui/{version}/"))
+                        .into_bytes()
+                } else {
+                    body.to_vec()
+                };
+                let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..12]));
                 (
                     *path,
                     Asset {
@@ -131,12 +157,29 @@ fn assets() -> &'static HashMap<&'static str, Asset> {
                     },
                 )
             })
-            .collect()
+            .collect();
+        Assets { files, version }
     })
 }
 
 fn serve(path: &str, if_none_match: Option<String>) -> Response {
-    let Some(asset) = assets().get(path) else {
+    let assets = assets();
+    let (path, immutable) = match path.split_once('/') {
+        Some((version, rest)) if version == assets.version => (rest, true),
+        Some((version, _)) if version.starts_with("v-") => {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "UI files of version {version} are not served: this controller serves {}; reload the page",
+                    assets.version
+                ),
+            )
+            .into_response();
+        }
+        _ => (path, false),
+    };
+    let Some(asset) = assets.files.get(path) else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -149,7 +192,7 @@ fn serve(path: &str, if_none_match: Option<String>) -> Response {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let mut r = Response::new(asset.body.to_vec().into());
+        let mut r = Response::new(asset.body.clone().into());
         r.headers_mut()
             .insert("content-type", HeaderValue::from_static(asset.content_type));
         r
@@ -158,7 +201,14 @@ fn serve(path: &str, if_none_match: Option<String>) -> Response {
     if let Ok(etag) = HeaderValue::from_str(&asset.etag) {
         headers.insert("etag", etag);
     }
-    headers.insert("cache-control", HeaderValue::from_static("no-cache"));
+    headers.insert(
+        "cache-control",
+        HeaderValue::from_static(if immutable {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-cache"
+        }),
+    );
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),
