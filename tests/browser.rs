@@ -653,19 +653,7 @@ fn a_50_mb_log_opens_without_freezing_the_page() {
     create(
         &controller,
         dir.path(),
-        Pipeline::new("verbose").stage(
-            "  - name: Build
-    actions:
-      - name: Flood
-        actionTypeId: {category: Build, provider: commands}
-        inputArtifacts: [Code]
-        configuration:
-          Commands: |
-            esc=$(printf '\\033')
-            seq -f \"line %.0f ${esc}[32mok${esc}[0m the quick brown fox jumps over the lazy dog 0123\" 1 720000
-            echo last-line-marker
-",
-        ),
+        Pipeline::new("verbose").stage(BIG_LOG_STAGE),
     );
     let id = controller.start_pipeline("verbose");
     let done = controller.wait_finished(&id, Duration::from_secs(300));

@@ -52,7 +52,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client, Locator};
 use serde_json::{Value, json};
-use sluice_e2e::{Controller, chromium, start_with_agent};
+use sluice_e2e::{BIG_LOG_STAGE, Controller, chromium, start_with_agent};
 
 const PASSWORD: &str = "page-bench-password";
 const PIPELINES: usize = 200;
@@ -284,18 +284,6 @@ async fn measure_big_log(api: &Api, browser: &Browser, dir: &Path) -> Result<Vec
     }
     Ok(loads)
 }
-
-/// The stage that prints the big log.
-const BIG_LOG_STAGE: &str = r#"  - name: Build
-    actions:
-      - name: Flood
-        actionTypeId: {category: Build, provider: commands}
-        inputArtifacts: [Code]
-        configuration:
-          Commands: |
-            esc=$(printf '\033')
-            seq -f "line %.0f ${esc}[32mok${esc}[0m the quick brown fox jumps over the lazy dog 0123" 1 720000
-"#;
 
 /// Notes, in a new document showing an attempt's log, when its first line is shown and
 /// when it is complete, and collects the long tasks.

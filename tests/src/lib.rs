@@ -704,6 +704,20 @@ pub fn build_stage(stage: &str, action: &str, commands: &str) -> String {
     )
 }
 
+/// A stage `Build` whose action `Flood` prints a 52.4 MB log: 720,000 lines
+/// `line N ok the quick brown fox...`, `ok` in green (an ANSI colour), about 73 bytes
+/// each. Printed line N is log line N + 3 (the agent writes three lines first).
+pub const BIG_LOG_STAGE: &str = r#"  - name: Build
+    actions:
+      - name: Flood
+        actionTypeId: {category: Build, provider: commands}
+        inputArtifacts: [Code]
+        configuration:
+          Commands: |
+            esc=$(printf '\033')
+            seq -f "line %.0f ${esc}[32mok${esc}[0m the quick brown fox jumps over the lazy dog 0123" 1 720000
+"#;
+
 /// Writes the most common pipeline: a directory Source stage (`Snapshot` over a fresh
 /// `DIR/NAME-src` holding `a.txt`) and a `Build` stage whose one action `Work` runs
 /// `commands`. Returns the definition's path (`DIR/NAME.yaml`).
