@@ -226,13 +226,7 @@ async fn measure_big_log(api: &Api, browser: &Browser, dir: &Path) -> Result<Vec
     let id = api.start("verbose").await?;
     let status = api.wait_finished(&id).await?;
     ensure!(status == "Succeeded", "verbose: {status}");
-    let execution = api
-        .call(
-            reqwest::Method::GET,
-            &format!("/api/v1/executions/{id}"),
-            Body::None,
-        )
-        .await?;
+    let execution = api.execution(&id).await?;
     let attempt = &execution["stages"][1]["actions"][0]["attempts"][0];
     let stored = attempt["log"]["storedLength"].as_u64().unwrap_or_default();
     ensure!(stored > 50 << 20, "the big log is only {stored} bytes");
@@ -569,16 +563,19 @@ impl Api {
             .to_string())
     }
 
+    async fn execution(&self, id: &str) -> Result<Value> {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/executions/{id}"),
+            Body::None,
+        )
+        .await
+    }
+
     async fn wait_finished(&self, id: &str) -> Result<String> {
         let start = Instant::now();
         loop {
-            let e = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/executions/{id}"),
-                    Body::None,
-                )
-                .await?;
+            let e = self.execution(id).await?;
             let status = e["status"].as_str().unwrap_or_default();
             if !["InProgress", "Stopping"].contains(&status) {
                 return Ok(status.to_string());
