@@ -429,6 +429,57 @@ fn an_execution_goes_green_live_on_the_pipeline_page() {
 }
 
 #[test]
+fn the_pipeline_page_stays_live_and_correct_across_a_controller_restart() {
+    let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let flags = ["--admin-password", PASSWORD];
+    let (mut controller, _agent) = start_with_agent_on(dir.path(), port, &flags, 4);
+    create(
+        &controller,
+        dir.path(),
+        Pipeline::new("resilient")
+            .build("Build", "Compile", "sleep 3; echo built")
+            .build("Deploy", "Publish", "echo published"),
+    );
+    let browser = Browser::open(&controller.url);
+    browser.sign_in();
+    browser.goto("/#/pipelines/resilient");
+    browser.wait_contains(&stage_status("Deploy"), "Not started");
+    browser.script("window.sluiceTestPage = 'kept'");
+    let id = controller.start_pipeline("resilient");
+    browser.wait_contains(&action_status("Compile"), "In progress");
+
+    // The controller dies while Compile runs; the agent finishes it meanwhile and
+    // reports it once the controller is back. Everything after happens while the page's
+    // event stream is down or reconnecting: the page must catch up by itself.
+    controller.kill();
+    let controller = Controller::start(dir.path(), port, &flags);
+    assert_eq!(
+        controller.wait_finished(&id, Duration::from_secs(60))["status"],
+        "Succeeded"
+    );
+    for stage in ["Source", "Build", "Deploy"] {
+        browser.wait_contains(&stage_status(stage), "Succeeded");
+    }
+    browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+
+    // And it is still live: a second run shows up and goes green without a reload.
+    let second = controller.start_pipeline("resilient");
+    browser.wait_contains("[data-test=execution-bar]", &second[..8]);
+    browser.wait_contains("[data-test=execution-bar] > .status", "Succeeded");
+    assert_eq!(
+        browser.script("return window.sluiceTestPage"),
+        "kept",
+        "the page was reloaded"
+    );
+    eprintln!(
+        "the_pipeline_page_stays_live_and_correct_across_a_controller_restart took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn approving_from_the_pipeline_page() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();

@@ -55,27 +55,48 @@ const EVENT_TYPES = [
 ];
 
 /**
- * Follows the event stream (Server-Sent Events). The browser reconnects by itself and
- * resumes from the last event id; `onReconnect` runs after a reconnection so the
- * caller can reload what it shows (events may have been missed while offline).
+ * Follows the event stream (Server-Sent Events). The browser reconnects by itself after
+ * a network error and resumes from the last event id; after an HTTP error (such as a
+ * 503 from a controller still starting) it gives up, so this opens a new stream a few
+ * seconds later, from the last event seen. `onReconnect` runs after every reconnection
+ * so the caller can reload what it shows (events may have been missed while offline).
  * Returns a function that closes the stream.
  */
 export function followEvents(query, onEvent, onReconnect) {
-  const source = new EventSource(`/api/v1/events?${new URLSearchParams(query)}`);
+  let source = null;
   let opened = false;
-  source.onopen = () => {
-    if (opened && onReconnect) onReconnect();
-    opened = true;
-  };
+  let stopped = false;
+  let retry = 0;
+  let lastId = null;
   const deliver = (message) => {
+    if (message.lastEventId) lastId = message.lastEventId;
     try {
       onEvent(JSON.parse(message.data));
     } catch {
       // Not an event (a comment or keep-alive).
     }
   };
-  // Events are named by their detail-type; unnamed ones arrive as plain messages.
-  source.onmessage = deliver;
-  for (const type of EVENT_TYPES) source.addEventListener(type, deliver);
-  return () => source.close();
+  const connect = () => {
+    const params = new URLSearchParams(query);
+    if (lastId !== null) params.set('since', lastId);
+    source = new EventSource(`/api/v1/events?${params}`);
+    source.onopen = () => {
+      if (opened && onReconnect) onReconnect();
+      opened = true;
+    };
+    source.onerror = () => {
+      if (stopped || source.readyState !== EventSource.CLOSED) return;
+      clearTimeout(retry);
+      retry = setTimeout(connect, 3000);
+    };
+    // Events are named by their detail-type; unnamed ones arrive as plain messages.
+    source.onmessage = deliver;
+    for (const type of EVENT_TYPES) source.addEventListener(type, deliver);
+  };
+  connect();
+  return () => {
+    stopped = true;
+    clearTimeout(retry);
+    source.close();
+  };
 }
