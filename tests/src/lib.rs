@@ -18,7 +18,8 @@ pub mod chromium;
 /// The directory holding the built binaries.
 ///
 /// `cargo test --workspace` (the README's test command) builds `sluice` and
-/// `sluice-agent` before running any test. A narrower run such as
+/// `sluice-agent` before running any test (cargo builds a package's binaries for its
+/// integration tests: `cli/tests/` and `agent/tests/`). A narrower run such as
 /// `cargo nextest run -p sluice-e2e` does not, so build them first
 /// (`cargo build --workspace`) or the tests use stale binaries; they are built here
 /// only when missing, because a nested cargo would wait forever on the lock that
